@@ -1,0 +1,1 @@
+"""The only code that touches ComfyUI. ComfyUI is imported lazily, inside functions."""

@@ -1,0 +1,50 @@
+"""Reading ComfyUI MODEL and VAE objects: format hints, encode and decode."""
+import torch
+
+from ..core.errors import require
+from ..core.formats import format_for_comfy_class
+from .runtime import Progress, check_interrupt
+
+
+def model_format_hint(model) -> str | None:
+    """Our format key for a MODEL (ComfyUI ModelPatcher) from its latent_format, if we know it."""
+    if model is None:
+        return None
+    latent_format = model.get_model_object("latent_format") if hasattr(model, "get_model_object") \
+        else getattr(model, "latent_format", None)
+    fmt = format_for_comfy_class(type(latent_format).__name__) if latent_format is not None else None
+    return fmt.key if fmt is not None else None
+
+
+def vae_channels(vae) -> int:
+    return int(getattr(vae, "latent_channels", 4))
+
+
+def check_vae_matches(vae, channels: int, what: str = "latent") -> None:
+    if vae is None:
+        return
+    require(vae_channels(vae) == channels,
+            f"The VAE makes {vae_channels(vae)}-channel latents but the {what} has {channels}.",
+            "Connect the VAE that belongs to this latent's model.")
+
+
+def encode(vae, images: torch.Tensor, chunk: int = 4) -> torch.Tensor:
+    """IMAGE [B, H, W, 3] -> raw LATENT samples, chunked so Cancel stops between chunks."""
+    progress = Progress(-(-images.shape[0] // chunk))
+    parts = []
+    for start in range(0, images.shape[0], chunk):
+        check_interrupt()
+        parts.append(vae.encode(images[start:start + chunk]).float().cpu())
+        progress.update()
+    return torch.cat(parts)
+
+
+def decode(vae, latents: torch.Tensor, chunk: int = 4) -> torch.Tensor:
+    """Raw latent [B, C, h, w] -> IMAGE [B, H, W, 3]."""
+    progress = Progress(-(-latents.shape[0] // chunk))
+    parts = []
+    for start in range(0, latents.shape[0], chunk):
+        check_interrupt()
+        parts.append(vae.decode(latents[start:start + chunk]).float().cpu())
+        progress.update()
+    return torch.cat(parts)

@@ -1,0 +1,1 @@
+"""Pure torch/numpy math. Nothing in this package imports ComfyUI."""

@@ -1,0 +1,41 @@
+"""Checks shared by every node that takes a latent or an image."""
+import torch
+
+from .errors import require
+
+
+def check_latent(samples) -> torch.Tensor:
+    require(isinstance(samples, torch.Tensor),
+            f"LATENT['samples'] must be a tensor, got {type(samples).__name__}.",
+            "Connect a LATENT output (Empty Latent Image, VAE Encode, KSampler...).")
+    require(samples.ndim == 4,
+            f"LATENT must be [batch, channels, height, width]; got {samples.ndim} dimensions {tuple(samples.shape)}.",
+            "Video latents (5-D) are not supported; pass image latents.")
+    batch, channels, height, width = samples.shape
+    require(batch >= 1 and channels >= 1 and height >= 1 and width >= 1,
+            f"LATENT is empty: shape {tuple(samples.shape)}.",
+            "Every dimension must be at least 1.")
+    require(samples.is_floating_point(), f"LATENT must hold floats, got {samples.dtype}.")
+    check_finite(samples, "LATENT")
+    return samples
+
+
+def check_image(images) -> torch.Tensor:
+    require(isinstance(images, torch.Tensor),
+            f"IMAGE must be a tensor, got {type(images).__name__}.", "Connect an IMAGE output.")
+    require(images.ndim == 4,
+            f"IMAGE must be [batch, height, width, channels]; got shape {tuple(images.shape)}.")
+    batch, height, width, channels = images.shape
+    require(batch >= 1 and height >= 1 and width >= 1, f"IMAGE is empty: shape {tuple(images.shape)}.")
+    require(channels == 3,
+            f"IMAGE has {channels} channels; RGB (3) is needed.",
+            "Drop the alpha channel first (for example with an 'Image RGB' or 'Split Image with Alpha' node).")
+    check_finite(images, "IMAGE")
+    return images
+
+
+def check_finite(tensor: torch.Tensor, what: str) -> None:
+    bad = (~torch.isfinite(tensor)).sum().item()
+    require(bad == 0,
+            f"{what} contains {bad} NaN or infinite values.",
+            "Fix the node that produced it (an fp16 VAE overflow or an extreme CFG are common causes).")

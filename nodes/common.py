@@ -1,0 +1,88 @@
+"""What every Latent Lab node shares: error wording, standard inputs, LATENT handling."""
+import functools
+
+import torch
+
+from ..adapters.comfy_objects import model_format_hint
+from ..core.errors import LatentLabInputError, require
+from ..core.formats import FORMAT_CHOICES, LATENT_FORMAT_KEY, LatentFormat, resolve_format
+from ..core.validate import check_latent
+
+CATEGORY = "Latent Lab"
+
+
+class LatentLabError(LatentLabInputError):
+    """A LatentLabInputError that names the node it came from."""
+
+
+def node_errors(display_name: str):
+    """Prefix core errors with the node's name; keeps the wrapped signature for ComfyUI and tests."""
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except LatentLabError:
+                raise
+            except LatentLabInputError as error:
+                raise LatentLabError(f"Latent Lab · {display_name}: {error.problem}", error.fix) from error
+        return wrapper
+    return decorate
+
+
+def format_input(tooltip_extra: str = "") -> tuple:
+    return (list(FORMAT_CHOICES), {
+        "default": "auto",
+        "tooltip": "Latent format (sets units and RGB factors). auto: from the connected MODEL, from a Latent Lab "
+                   "tag on the LATENT, or from the channel count when only one format has it. "
+                   "4-channel latents are SD1.x or SDXL: pick one or connect the MODEL." + tooltip_extra,
+    })
+
+
+def units_input() -> tuple:
+    return (["scaled", "raw"], {
+        "default": "scaled",
+        "tooltip": "scaled: the units samplers and the SDXL-latent blog use ((raw - shift) x scale; SDXL ends near ±4). "
+                   "raw: the VAE's values as stored in a LATENT. scaled needs a known format.",
+    })
+
+
+MODEL_HINT = ("MODEL", {"tooltip": "Optional: the model that made this latent; its latent format is used when format is auto."})
+LATENT_INPUT = ("LATENT", {"tooltip": "The latent to inspect (every batch item is used)."})
+
+
+def samples_of(latent) -> torch.Tensor:
+    require(isinstance(latent, dict) and "samples" in latent,
+            "The LATENT input is not a ComfyUI latent (a dict with 'samples').", "Connect a LATENT output.")
+    return check_latent(latent["samples"])
+
+
+def latent_format(latent: dict, choice: str, model=None) -> LatentFormat:
+    samples = latent["samples"]
+    hint = model_format_hint(model) or latent.get(LATENT_FORMAT_KEY)
+    return resolve_format(choice, samples.shape[1], hint)
+
+
+def in_units(samples: torch.Tensor, units: str, fmt: LatentFormat | None) -> torch.Tensor:
+    if units == "raw":
+        return samples
+    return fmt.to_scaled(samples)
+
+
+def with_samples(latent: dict, samples: torch.Tensor, fmt: LatentFormat | None = None, **tags) -> dict:
+    """A new LATENT dict: the input's other keys kept, samples replaced, never mutated in place."""
+    out = {k: v for k, v in latent.items() if k != "samples"}
+    out["samples"] = samples
+    if fmt is not None:
+        out[LATENT_FORMAT_KEY] = fmt.key
+    out.update(tags)
+    return out
+
+
+def ui_result(result: tuple, text: str | None = None, images: list | None = None) -> dict:
+    ui = {}
+    if text is not None:
+        ui["text"] = [text]
+    if images:
+        ui["images"] = images
+    return {"ui": ui, "result": result}
