@@ -18,6 +18,9 @@ def atomic_save(tensors: dict, path: str, metadata: dict) -> None:
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, temporary,
                   metadata={k: str(v) for k, v in metadata.items()})
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes 0600; saved files should read like any other
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
