@@ -19,3 +19,9 @@ def load_pack():
 
 
 load_pack()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # shared test doubles: `import doubles`
+
+
+def pytest_collection_modifyitems(config, items):
+    """Unit tests first: integration tests import ComfyUI into the process."""
+    items.sort(key=lambda item: "integration" in str(item.fspath))

@@ -1,0 +1,121 @@
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from latent_lab.core.errors import LatentLabInputError
+from latent_lab.core.formats import LATENT_FORMAT_KEY, SDXL
+from latent_lab.nodes.see import LatentChannelMaps, LatentRGBPreview, LatentStats
+
+
+def latent(*shape, seed=0, **extra):
+    return {"samples": torch.randn(*shape, generator=torch.Generator().manual_seed(seed)) * 6, **extra}
+
+
+class FakeModelPatcher:
+    """A stand-in for ComfyUI's ModelPatcher: get_model_object('latent_format') returns ComfyUI's class."""
+
+    def __init__(self, class_name):
+        self.format = type(class_name, (), {})()
+
+    def get_model_object(self, name):
+        assert name == "latent_format"
+        return self.format
+
+
+def test_preview_node_every_item_and_size():
+    result = LatentRGBPreview().preview(latent(3, 4, 8, 8), "sdxl", "blog", "x8", "bilinear")
+    assert result["result"][0].shape == (3, 64, 64, 3)
+    assert result["ui"] == {}
+
+
+def test_format_from_model_and_from_latent_tag():
+    lat = latent(1, 4, 4, 4)
+    via_model = LatentRGBPreview().preview(lat, "auto", "comfyui", "latent", "nearest", FakeModelPatcher("SDXL"))
+    via_tag = LatentRGBPreview().preview({**lat, LATENT_FORMAT_KEY: "sdxl"}, "auto", "comfyui", "latent", "nearest")
+    explicit = LatentRGBPreview().preview(lat, "sdxl", "comfyui", "latent", "nearest")
+    assert torch.equal(via_model["result"][0], explicit["result"][0])
+    assert torch.equal(via_tag["result"][0], explicit["result"][0])
+
+
+def test_blog_factors_on_sd15_are_refused():
+    with pytest.raises(LatentLabInputError, match="Latent RGB Preview: .*SDXL only"):
+        LatentRGBPreview().preview(latent(1, 4, 4, 4), "sd15", "blog", "latent", "nearest")
+
+
+@pytest.mark.parametrize("samples,message", [
+    (torch.zeros(4, 8, 8), "4 dimensions|dimensions"),
+    (torch.zeros(0, 4, 8, 8), "empty"),
+    (torch.zeros(1, 4, 0, 8), "empty"),
+    (torch.full((1, 4, 2, 2), float("nan")), "NaN"),
+    (torch.full((1, 4, 2, 2), float("inf")), "NaN or infinite"),
+    (torch.zeros(1, 4, 2, 2, 2), "Video latents"),
+    (torch.zeros(1, 16, 2, 2), "16 channels but the SD1.x/2.x format has 4"),
+])
+def test_bad_latents_get_clear_errors_naming_the_node(samples, message):
+    with pytest.raises(LatentLabInputError, match=f"Latent RGB Preview: .*({message})"):
+        LatentRGBPreview().preview({"samples": samples}, "sd15", "comfyui", "latent", "nearest")
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", "nope.safetensors"])
+def test_unknown_or_escaping_factor_files(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_LAB_MODELS_DIR", str(tmp_path))
+    (tmp_path / "latent_rgb").mkdir()
+    with pytest.raises(LatentLabInputError, match="Latent RGB Preview"):
+        LatentRGBPreview().preview(latent(1, 4, 4, 4), "sd15", name, "latent", "nearest")
+    message = LatentRGBPreview.VALIDATE_INPUTS(name)
+    assert isinstance(message, str) and ("Fit Latent RGB Factors" in message or "plain file name" in message)
+
+
+def test_channel_maps_raw_units_need_no_format_and_label_every_channel():
+    lat = latent(2, 4, 6, 6)
+    before = lat["samples"].clone()
+    maps = LatentChannelMaps().maps(lat, "auto", "raw", "per_channel", 8)["result"][0]
+    assert maps.shape[0] == 2 and maps.shape[-1] == 3
+    assert torch.equal(lat["samples"], before)
+    with pytest.raises(LatentLabInputError, match="Latent Channel Maps: .*ambiguous"):
+        LatentChannelMaps().maps(lat, "auto", "scaled", "shared", 4)
+
+
+def test_channel_maps_colors_follow_sign():
+    samples = torch.zeros(1, 4, 4, 4)
+    samples[0, 0, :, :2] = -1.0
+    samples[0, 0, :, 2:] = 1.0
+    image = LatentChannelMaps().maps({"samples": samples}, "sdxl", "raw", "per_channel", 4)["result"][0][0]
+    bottom = image[-6]  # last pixel row of the tiles, above the 4-pixel gap
+    left, right = bottom[6], bottom[16]
+    assert left[2] > left[0] and right[0] > right[2]
+
+
+def test_stats_node_text_json_and_histogram_agree():
+    lat = latent(2, 4, 8, 8)
+    result = LatentStats().stats(lat, "sdxl", "scaled", 3.0, "comfyui")
+    report = json.loads(result["result"][0])
+    scaled = SDXL.to_scaled(lat["samples"])
+    assert report["batch"][0]["mean"] == pytest.approx(scaled[:, 0].mean().item(), abs=1e-6)
+    assert report["items"][1]["channels"][3]["max"] == pytest.approx(scaled[1, 3].max().item(), abs=1e-6)
+    assert report["channel_names"] == ["luminance", "cyan/red", "lime/purple", "pattern"]
+    assert report["color_cast"]["hex"].startswith("#")
+    assert f"{report['batch'][0]['mean']:+.3f}" in result["ui"]["text"][0]
+    assert result["result"][1].shape == (1, 320, 640, 3)
+
+
+@settings(max_examples=25, deadline=None)
+@given(shift=st.floats(-3, 3), scale=st.floats(0.1, 4))
+def test_stats_follow_a_known_transform(shift, scale):
+    base = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    report = json.loads(LatentStats().stats({"samples": base * scale + shift}, "sdxl", "raw", 3.0, "comfyui")["result"][0])
+    for c in range(4):
+        row = report["batch"][c]
+        assert row["mean"] == pytest.approx(base[0, c].mean().item() * scale + shift, abs=1e-4)
+        assert row["std"] == pytest.approx(base[0, c].std(correction=0).item() * scale, rel=1e-4)
+        assert row["beyond_k_sigma"] == pytest.approx(
+            ((base[0, c] - base[0, c].mean()).abs() > 3 * base[0, c].std(correction=0)).float().mean().item(), abs=1e-6)
+
+
+def test_stats_color_cast_is_the_mean_preview_color():
+    samples = torch.zeros(1, 4, 4, 4)
+    report = json.loads(LatentStats().stats({"samples": samples}, "sdxl", "scaled", 3.0, "comfyui")["result"][0])
+    expected = [(b + 1) / 2 for b in (0.1084, -0.0175, -0.0011)]
+    assert report["color_cast"]["rgb"] == pytest.approx(expected, abs=1e-4)
