@@ -1,11 +1,14 @@
-"""Every example workflow loads in ComfyUI: known node types, widget values that fit, consistent links."""
+"""Every example workflow loads in ComfyUI: known node types, widget values that fit, consistent links; and the
+gallery around them: an index.json entry (title, description) and a thumbnail .jpg per workflow."""
 import glob
 import json
 import os
+import sys
 
 import pytest
+from PIL import Image
 
-from workflow_builder import all_specs, problems
+from workflow_builder import CORE, all_specs, problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORKFLOWS = sorted(p for p in glob.glob(os.path.join(ROOT, "example_workflows", "*.json"))
@@ -46,3 +49,99 @@ def test_problems_catches_broken_workflows():
     ours["widgets_values"][-1] = 999
     found = "\n".join(problems(broken, SPECS))
     assert "unknown type NoSuchNode" in found and "type IMAGE" in found and "outside" in found
+
+
+INDEX = os.path.join(ROOT, "example_workflows", "index.json")
+
+
+def index_entries() -> dict:
+    with open(INDEX) as handle:
+        categories = json.load(handle)
+    assert isinstance(categories, list) and categories, "index.json is a list of categories (ComfyUI's core format)"
+    entries = {}
+    for category in categories:
+        assert category.get("title") and isinstance(category.get("templates"), list)
+        for entry in category["templates"]:
+            assert entry["name"] not in entries, f"{entry['name']} listed twice"
+            entries[entry["name"]] = entry
+    return entries
+
+
+def structure_problems(workflow: dict) -> list[str]:
+    """What problems() takes for granted: unique ids, slots that exist, link lists that agree, last ids."""
+    found = []
+    ids = [n["id"] for n in workflow["nodes"]]
+    link_ids = [l[0] for l in workflow["links"]]
+    if len(set(ids)) != len(ids):
+        found.append("node ids repeat")
+    if len(set(link_ids)) != len(link_ids):
+        found.append("link ids repeat")
+    if ids and workflow.get("last_node_id", 0) < max(ids):
+        found.append("last_node_id is below a node id")
+    if link_ids and workflow.get("last_link_id", 0) < max(link_ids):
+        found.append("last_link_id is below a link id")
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    for link_id, src, src_slot, dst, dst_slot, _ in workflow["links"]:
+        if src in nodes and not 0 <= src_slot < len(nodes[src].get("outputs", [])):
+            found.append(f"link {link_id}: node {src} has no output slot {src_slot}")
+        if dst in nodes and not 0 <= dst_slot < len(nodes[dst].get("inputs", [])):
+            found.append(f"link {link_id}: node {dst} has no input slot {dst_slot}")
+    known = set(link_ids)
+    for node in workflow["nodes"]:
+        for output in node.get("outputs", []):
+            for link_id in output.get("links") or []:
+                if link_id not in known:
+                    found.append(f"node {node['id']} output {output['name']} lists missing link {link_id}")
+        for inp in node.get("inputs", []):
+            if inp.get("link") is not None and inp["link"] not in known:
+                found.append(f"node {node['id']} input {inp['name']} names missing link {inp['link']}")
+    return found
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+def test_workflow_structure_is_consistent(path):
+    with open(path) as handle:
+        workflow = json.load(handle)
+    assert structure_problems(workflow) == []
+
+
+def test_structure_problems_catches_broken_links():
+    good = json.load(open(os.path.join(ROOT, "example_workflows", "latent_inspection.json")))
+    broken = json.loads(json.dumps(good))
+    broken["links"][0][2] = 99
+    broken["nodes"][1]["id"] = broken["nodes"][0]["id"]
+    broken["nodes"][-1]["outputs"] = [{"name": "x", "type": "IMAGE", "links": [12345], "slot_index": 0}]
+    found = "\n".join(structure_problems(broken))
+    assert "no output slot 99" in found and "node ids repeat" in found and "missing link 12345" in found
+
+
+def test_every_workflow_has_an_index_entry_and_a_thumbnail():
+    entries = index_entries()
+    names = {os.path.splitext(os.path.basename(p))[0] for p in WORKFLOWS}
+    assert set(entries) == names, "index.json and example_workflows/*.json list different workflows"
+    for name, entry in entries.items():
+        assert len(entry.get("title", "")) >= 3 and len(entry.get("description", "")) >= 20, name
+        assert entry.get("mediaType") == "image" and entry.get("mediaSubtype") == "jpg", name
+        thumbnail = os.path.join(ROOT, "example_workflows", f"{name}.jpg")
+        assert os.path.isfile(thumbnail), f"{name}.jpg missing: run python3 tools/make_thumbnails.py"
+        with Image.open(thumbnail) as image:
+            assert image.format == "JPEG" and image.size[0] >= 256 and image.size[1] >= 192, name
+
+
+def test_thumbnail_script_renders_every_kind_of_picture():
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import make_thumbnails
+    for name in ("latent_inspection", "color_correction", "cfg_sweep", "latent_bridge", "vae_probe"):
+        image = make_thumbnails.thumbnail(name, name.replace("_", " "))
+        assert image.size == make_thumbnails.SIZE
+        pixels = image.convert("L").getextrema()
+        assert pixels[1] - pixels[0] > 100, name  # a picture, not a blank card
+
+
+def test_recorded_core_nodes_name_their_comfyui_commit():
+    with open(CORE) as handle:
+        recorded = json.load(handle)
+    assert recorded["comfyui_commit"] and recorded["comfyui_version"]
+    for node in ("KSampler", "SaveLatent", "LoadLatent", "EmptyLatentImage", "VAEDecode", "CheckpointLoaderSimple"):
+        assert node in recorded["nodes"], node
+    assert not any("description" in str(spec.get("input", {})).lower() for spec in recorded["nodes"].values())

@@ -1,0 +1,579 @@
+"""Channel corrections of latents in SCALED units, and schedules of them during sampling.
+
+Every operation works on each batch item on its own, reduces over every dimension after the channel one
+(so [B, C, H, W] and [B, C, T, H, W] both work) and returns a new tensor: inputs are never written.
+Thresholds and boundaries are in the units samplers use, (raw - shift) x scale, as in the SDXL-latent blog
+(SDXL ends near +-4 there). The operations take x in any units with `scale` and `shift` saying how they map to
+scaled units (default: x is scaled already), so a node can correct a raw LATENT without a scaled copy.
+
+Center, maximize and color balance are one gain and offset per item and channel: a reduction, then one pass.
+Soft clamp only touches pixels with a value beyond the threshold: a reduction, a copy, and work on those pixels.
+"""
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+
+from .errors import LatentLabInputError, require
+from .formats import LatentFormat, RgbAffine
+
+OPERATIONS = ("soft_clamp", "center", "maximize", "color_balance")
+CLAMP_MODES = ("pixel", "channel")
+REC709_LUMA = (0.2126, 0.7152, 0.0722)
+
+# Channel choices when a node or schedule says "auto". The blog leaves SDXL's pattern channel (3) alone when it
+# maximizes; SD1.x channel meanings are not documented, so every channel is scaled (or shifted) alike there.
+FORMAT_DEFAULTS = {
+    "sdxl": {"boundary": 4.0, "channels": {"center": "all", "maximize": "0,1,2", "color_balance": "0,1,2"}},
+    "sd15": {"boundary": 4.0, "channels": {"center": "all", "maximize": "all", "color_balance": "all"}},
+}
+DEFAULT_BOUNDARY = 4.0
+MIN_PEAK = 1e-12  # maximize leaves channels whose max|x| is below this alone
+
+
+def _work(x: torch.Tensor) -> torch.Tensor:
+    require(x.ndim >= 3, f"Expected a latent [batch, channels, ...]; got shape {tuple(x.shape)}.")
+    return x.float()
+
+
+def _cells(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, N]: a view when x is contiguous."""
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _per_channel_view(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return values.view(*values.shape, *([1] * (x.ndim - 2)))
+
+
+def _apply(x: torch.Tensor, work: torch.Tensor, gain: torch.Tensor | None, offset: torch.Tensor | None) -> torch.Tensor:
+    """gain * x + offset per item and channel ([B, C] each, None: 1 or 0) in one pass over the values."""
+    if offset is not None:
+        offset = _per_channel_view(offset.to(work.device, torch.float32), work)
+    if gain is None:
+        return (work + offset).to(x.dtype)
+    gain = _per_channel_view(gain.to(work.device, torch.float32), work)
+    return (work * gain if offset is None else torch.addcmul(offset, work, gain)).to(x.dtype)
+
+
+def _from_scaled(gain: torch.Tensor, offset: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
+    """The offset in x's units of y = gain * x_scaled + offset, x_scaled = (x - shift) * scale."""
+    return offset / scale + shift * (1 - gain)
+
+
+def lerp(x: torch.Tensor, corrected: torch.Tensor, strength: float) -> torch.Tensor:
+    """Blend toward a correction; strength 0 gives x itself, 1 the correction."""
+    if strength == 0:
+        return x
+    if strength == 1:
+        return corrected
+    return x + (corrected - x) * strength
+
+
+def channel_means(x: torch.Tensor) -> torch.Tensor:
+    """[B, C] mean of each item's channels, float32 on x's device (MPS has no float64)."""
+    return _cells(_work(x)).mean(dim=2)
+
+
+def _extremes(values: torch.Tensor, dim: int) -> tuple:
+    # amin and amax each run far faster than aminmax on the CPU
+    return values.amin(dim=dim), values.amax(dim=dim)
+
+
+# ---------------------------------------------------------------------------------------------- operations
+
+def center(x: torch.Tensor, channel_strengths: Sequence[float], global_strength: float = 1.0,
+           scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
+    """Subtract each channel's mean x its strength (0 leaves a channel alone), then the item's mean x global."""
+    require(len(channel_strengths) == x.shape[1],
+            f"{len(channel_strengths)} channel strengths for a {x.shape[1]}-channel latent.")
+    work = _work(x)
+    means = (channel_means(work) - shift) * scale
+    strengths = torch.tensor(channel_strengths, dtype=torch.float32, device=means.device)
+    offsets = -means * strengths
+    if global_strength:
+        offsets = offsets - global_strength * (means + offsets).mean(dim=1, keepdim=True)
+    return _apply(x, work, None, offsets / scale)
+
+
+def check_clamp_limits(threshold: float, boundary: float) -> None:
+    require(math.isfinite(threshold) and math.isfinite(boundary) and 0 <= threshold < boundary,
+            f"Soft clamp needs 0 <= threshold < boundary; got threshold {threshold}, boundary {boundary}.",
+            "Set the threshold below the boundary (the blog uses 3.5 and 4 in scaled units).")
+
+
+def _clamp_values(values: torch.Tensor, t: torch.Tensor, b: torch.Tensor, top: torch.Tensor,
+                  bottom: torch.Tensor) -> torch.Tensor:
+    """The blog's map on scaled values: [t, top] onto [t, b] above, [-bottom, -t] onto [-b, -t] below."""
+    room = b - t
+    upper = t + (values - t) * room / (top - t).clamp(min=1e-12)
+    lower = -t + (values + t) * room / (bottom - t).clamp(min=1e-12)
+    return torch.where(values > t, upper, torch.where(values < -t, lower, values))
+
+
+def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, mode: str = "pixel",
+               relative: bool = False, strength: float = 1.0, scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
+    """Map values beyond +-threshold onto [threshold, boundary] linearly, each side on its own.
+
+    The range mapped is [threshold, max(M, boundary)], M being the largest value at that pixel across channels
+    (mode "pixel", the blog's choice) or in that channel of the item (mode "channel"). Taking max(M, boundary)
+    instead of the blog's M means a value is never pushed outward, and an item already inside +-boundary is left
+    exactly as it is (the blog's early exit, tied to the boundary rather than to a hard-coded 4).
+    relative: boundary is a fraction of the item's max|x| and threshold a fraction of that boundary (the blog's
+    first-steps clamp uses 0.998 and 0.998). Values that do not move are copied bit for bit.
+    """
+    require(mode in CLAMP_MODES, f"Unknown soft clamp mode '{mode}'.", f"Use one of {CLAMP_MODES}.")
+    if relative:
+        require(boundary > 0 and 0 <= threshold < 1,
+                f"Relative soft clamp needs boundary > 0 and 0 <= threshold < 1; got {threshold}, {boundary}.",
+                "Both are fractions: boundary of the item's max|x|, threshold of the boundary.")
+    else:
+        check_clamp_limits(threshold, boundary)
+    work = _work(x)
+    cells = _cells(work)
+    out = cells.clone()
+    if not strength:
+        return out.view_as(work).to(x.dtype)
+    low, high = _extremes(cells, 1)                              # [B, N]: per pixel, across channels
+    reach = torch.maximum(high - shift, shift - low)             # per pixel max |x - shift|, x's units
+    peak = reach.amax(dim=1) * scale                             # [B], scaled
+    b = peak * boundary if relative else torch.full_like(peak, float(boundary))
+    t = b * threshold if relative else torch.full_like(peak, float(threshold))
+    # Only pixels with a channel beyond +-threshold, in items beyond the boundary, move.
+    limit = torch.where(peak > b, t / scale, torch.full_like(t, math.inf))
+    items, pixels = (reach > limit[:, None]).nonzero(as_tuple=True)
+    if items.numel() == 0:
+        return out.view_as(work).to(x.dtype)
+    original = cells[items, :, pixels]                           # [P, C]
+    values = (original - shift) * scale
+    tt, bb = t[items, None], b[items, None]
+    if mode == "pixel":
+        top, bottom = (high[items, pixels, None] - shift) * scale, (shift - low[items, pixels, None]) * scale
+    else:
+        channel_low, channel_high = _extremes(cells, 2)          # [B, C]
+        top, bottom = (channel_high[items] - shift) * scale, (shift - channel_low[items]) * scale
+    mapped = _clamp_values(values, tt, bb, torch.maximum(top, bb), torch.maximum(bottom, bb))
+    moved = lerp(values, mapped, strength) / scale + shift
+    out[items, :, pixels] = torch.where(values.abs() > tt, moved, original)
+    return out.view_as(work).to(x.dtype)
+
+
+def maximize(x: torch.Tensor, boundary: float, channels: Sequence[int], strength: float = 1.0,
+             scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
+    """Scale the chosen channels by one factor per item so their max|x| (scaled) equals the boundary.
+
+    Items whose chosen channels are (almost) empty, max|x| <= MIN_PEAK, are left alone.
+    """
+    require(boundary > 0 and math.isfinite(boundary), f"Maximize needs a boundary > 0; got {boundary}.")
+    require(len(channels) > 0, "Maximize needs at least one channel.")
+    work = _work(x)
+    chosen = list(channels)
+    low, high = _extremes(_cells(work), 2)
+    peak = torch.maximum(high - shift, shift - low)[:, chosen].amax(dim=1) * scale  # [B]
+    # An item with no content in these channels stays as it is rather than having rounding noise blown up.
+    factor = torch.where(peak > MIN_PEAK, boundary / peak.clamp(min=MIN_PEAK), torch.ones_like(peak))
+    gain = torch.ones(x.shape[0], x.shape[1], dtype=torch.float32, device=peak.device)
+    gain[:, chosen] = (1 + strength * (factor - 1))[:, None]
+    return _apply(x, work, gain, _from_scaled(gain, torch.zeros_like(gain), scale, shift) if shift else None)
+
+
+def mean_color(x: torch.Tensor, affine: RgbAffine) -> torch.Tensor:
+    """Mean color of each item's unclamped linear preview, [B, 3]; affine maps x's units to RGB 0..1."""
+    means = channel_means(x).float()
+    return means @ affine.weight.to(x.device).float() + affine.bias.to(x.device).float()
+
+
+def neutral_of(colors: torch.Tensor) -> torch.Tensor:
+    """The gray with each color's Rec. 709 luma: removes a cast, keeps brightness."""
+    luma = colors @ torch.tensor(REC709_LUMA, dtype=colors.dtype, device=colors.device)
+    return luma[:, None].expand(-1, 3)
+
+
+def balance_offsets(x: torch.Tensor, affine: RgbAffine, target: torch.Tensor | None,
+                    channels: Sequence[int]) -> torch.Tensor:
+    """[B, C] offsets in x's units, zero outside `channels`, of least norm that best move each preview mean to the
+    target. target: [3] or [B, 3] in 0..1, or None for each item's neutral gray. Exact whenever the chosen
+    channels' factor rows span RGB (3+ independent channels); a least-squares best fit otherwise.
+    """
+    require(len(channels) > 0, "Color balance needs at least one channel.")
+    require(affine.channels == x.shape[1],
+            f"The latent has {x.shape[1]} channels but the factors '{affine.label}' expect {affine.channels}.",
+            "Pick factors made for this latent's format.")
+    # A few numbers: solved on the CPU in float64, whatever device x is on.
+    weight = affine.weight.detach().cpu().double()
+    current = channel_means(x).cpu().double() @ weight + affine.bias.detach().cpu().double()
+    goal = neutral_of(current) if target is None else \
+        torch.as_tensor(target, dtype=torch.float64).cpu().expand_as(current)
+    chosen = list(channels)
+    solution = (goal - current) @ torch.linalg.pinv(weight[chosen])     # [B, k]
+    offsets = torch.zeros(x.shape[0], x.shape[1], dtype=torch.float64)
+    offsets[:, chosen] = solution
+    return offsets.float().to(x.device)
+
+
+def color_balance(x: torch.Tensor, affine: RgbAffine, target: torch.Tensor | None,
+                  channels: Sequence[int], strength: float = 1.0) -> torch.Tensor:
+    """Shift chosen channels so each item's linear-preview mean color becomes the target (see balance_offsets).
+
+    The affine takes x's units (raw values with fmt.rgb_affine, scaled ones with scaled_affine).
+    """
+    return _apply(x, _work(x), None, balance_offsets(x, affine, target, channels) * strength)
+
+
+def scaled_affine(affine: RgbAffine, fmt: LatentFormat) -> RgbAffine:
+    """The same map taking SCALED latents: raw = scaled / scale + shift."""
+    weight = affine.weight / fmt.scale
+    bias = affine.bias + fmt.shift * affine.weight.sum(0)
+    return RgbAffine(weight, bias, affine.label + " (scaled input)")
+
+
+def parse_color(text: str) -> torch.Tensor | None:
+    """'neutral' -> None; '#rrggbb' (or 'rrggbb') -> [3] in 0..1."""
+    value = text.strip().lower()
+    if value in ("neutral", "", "auto"):
+        return None
+    match = re.fullmatch(r"#?([0-9a-f]{6})", value)
+    require(match is not None, f"Target color '{text}' is not understood.",
+            "Write 'neutral' (a gray of the same brightness) or a hex color such as #808080.")
+    digits = match.group(1)
+    return torch.tensor([int(digits[i:i + 2], 16) / 255 for i in (0, 2, 4)])
+
+
+# ---------------------------------------------------------------------------------------------- channels
+
+def channel_names_for(fmt: LatentFormat | None, count: int) -> tuple:
+    return tuple(fmt.channel_names) if fmt is not None and fmt.channels == count else tuple(f"c{i}" for i in range(count))
+
+
+def parse_channels(spec: str, count: int, fmt: LatentFormat | None = None, operation: str = "center",
+                   default_strength: float = 1.0) -> list[float]:
+    """A channel choice -> one strength per channel (0 = left alone).
+
+    spec: 'auto' (the format's default for this operation), 'all', or a comma list of indices (0-based), ranges
+    ('0-2') and channel names, each optionally with ':strength' ('0:0.5, luminance').
+    """
+    text = spec.strip().lower()
+    if text == "auto":
+        defaults = FORMAT_DEFAULTS.get(fmt.key) if fmt is not None else None
+        require(defaults is not None,
+                f"The channels of a {count}-channel latent"
+                + (f" ({fmt.label})" if fmt is not None else "") + " have no known meanings, so 'auto' cannot choose.",
+                f"Set channels explicitly: 'all', or indices such as '0,1,2' (0..{count - 1}).")
+        text = defaults["channels"][operation]
+    names = channel_names_for(fmt, count)
+    strengths = [0.0] * count
+    if text == "all":
+        return [float(default_strength)] * count
+    require(text != "", "No channels chosen.", "Write 'auto', 'all' or a list such as '0,1,2'.")
+    for part in text.split(","):
+        item, _, amount = part.strip().partition(":")
+        value = _number(amount, f"channel strength '{part.strip()}'") if amount else float(default_strength)
+        for index in _channel_indices(item.strip(), count, names):
+            strengths[index] = value
+    return strengths
+
+
+def selected(strengths: Sequence[float]) -> list[int]:
+    return [i for i, s in enumerate(strengths) if s != 0]
+
+
+def _channel_indices(item: str, count: int, names: tuple) -> list[int]:
+    lowered = [n.lower() for n in names]
+    if item in lowered:
+        return [lowered.index(item)]
+    generic = re.fullmatch(r"c?(\d+)", item)
+    if generic:
+        index = int(generic.group(1))
+        _check_index(index, count, names)
+        return [index]
+    span = re.fullmatch(r"c?(\d+)\s*-\s*c?(\d+)", item)
+    if span:
+        first, last = int(span.group(1)), int(span.group(2))
+        require(first <= last, f"Channel range '{item}' runs backwards.", f"Write it as '{last}-{first}'.")
+        _check_index(last, count, names)
+        return list(range(first, last + 1))
+    raise LatentLabInputError(f"Unknown channel '{item}'.", _channel_help(count, names))
+
+
+def _check_index(index: int, count: int, names: tuple) -> None:
+    require(0 <= index < count, f"Channel {index} does not exist in a {count}-channel latent.",
+            _channel_help(count, names))
+
+
+def _channel_help(count: int, names: tuple) -> str:
+    named = [n for n in names if n != f"c{names.index(n)}"]
+    return (f"Use indices 0..{count - 1}" + (f" or names {', '.join(named)}" if named else "")
+            + ", 'all' or 'auto'.")
+
+
+def _number(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise LatentLabInputError(f"The {what} is not a number.", "Write a number such as 0.5.") from None
+    require(math.isfinite(value), f"The {what} is not finite.")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- schedules
+
+OPTION_DEFAULTS = {
+    "soft_clamp": {"threshold": 3.5, "boundary": 4.0, "mode": "pixel", "relative": False},
+    "center": {"channels": "auto", "channel": 1.0, "global": 1.0},
+    "maximize": {"channels": "auto", "boundary": "auto"},
+    "color_balance": {"channels": "auto", "target": "neutral"},
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One correction applied while start <= progress < end (percent of the run's steps), blended by strength."""
+    kind: str
+    start: float
+    end: float
+    strength: float = 1.0
+    options: dict = field(default_factory=dict)
+
+    def active(self, percent: float) -> bool:
+        return self.start <= percent < self.end
+
+    def option(self, key: str):
+        return self.options.get(key, OPTION_DEFAULTS[self.kind][key])
+
+
+def operation(kind: str, start: float, end: float, strength: float = 1.0, **options) -> Operation:
+    """A checked Operation."""
+    require(kind in OPERATIONS, f"Unknown operation '{kind}'.", f"Use one of: {', '.join(OPERATIONS)}.")
+    require(0 <= start <= 100 and 0 <= end <= 100,
+            f"The window {start:g}-{end:g}% of '{kind}' is outside 0-100%.", "Windows are percent of sampling.")
+    require(start <= end, f"The window of '{kind}' starts at {start:g}% but ends earlier, at {end:g}%.",
+            "Write it as start-end with start <= end, for example 90-100.")
+    require(math.isfinite(strength) and 0 <= strength <= 1,
+            f"Strength {strength} of '{kind}' is outside 0..1.", "0 turns the operation off, 1 applies it fully.")
+    unknown = sorted(set(options) - set(OPTION_DEFAULTS[kind]))
+    require(not unknown, f"'{kind}' has no option {', '.join(unknown)}.",
+            f"Its options: {', '.join(OPTION_DEFAULTS[kind])}, strength.")
+    # Windows to a millionth of a percent, so their text form reads back exactly.
+    return Operation(kind, round(float(start), 6), round(float(end), 6), float(strength), dict(options))
+
+
+def timestep_percent(timestep: float, last: int = 999) -> float:
+    """A diffusers timestep (last = pure noise ... 0 = clean) as percent of sampling.
+
+    This is exactly ComfyUI's own percent for discrete models (percent_to_sigma(p) = sigma at t = (1 - p) x 999),
+    so on the "model" timeline a window reproduces a condition on the timestep of the step being corrected; on
+    the "run" timeline it matches where the schedule spaces timesteps evenly (the "normal" scheduler).
+    """
+    return 100.0 * (last - timestep) / last
+
+
+def blog_schedule(maximize_end: bool = True) -> tuple:
+    """The blog's callback schedule (t > 950 clamp, t > 700 center, 1 < t < 100 center + maximize), in percent.
+
+    Each window holds exactly the integer timesteps the blog's condition holds (timestep_percent of 951 is 4.80,
+    of 950 is 4.90...), rounded to one decimal. The blog corrected the noisy latent after each step; here the same
+    windows act on the x0 prediction of the step.
+    """
+    ops = [
+        operation("soft_clamp", 0, 4.9, threshold=0.998, boundary=0.998, relative=True),
+        operation("center", 0, 29.9, channel=0.8, **{"global": 0.8}),
+        operation("center", 90, 99.8, channel=0.6, **{"global": 1.0}),
+    ]
+    if maximize_end:
+        ops.append(operation("maximize", 90, 99.8))
+    return tuple(ops)
+
+
+PRESETS = {
+    "blog": lambda: blog_schedule(True),
+    "blog without maximize": lambda: blog_schedule(False),
+}
+
+
+def _number_text(value: float) -> str:
+    short = f"{value:g}"
+    return short if float(short) == value else repr(float(value))
+
+
+def _percent_text(value: float) -> str:
+    return f"{value:.6f}".rstrip("0").rstrip(".")
+
+
+def _format_value(value) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return _number_text(value)
+    return str(value).replace(" ", "")
+
+
+def schedule_text(schedule: Sequence[Operation]) -> str:
+    """One line per operation: `kind start-end% strength=s key=value ...`; parse_schedule reads it back."""
+    lines = []
+    for op in schedule:
+        parts = [f"{op.kind:<13}", f"{_percent_text(op.start)}-{_percent_text(op.end)}%",
+                 f"strength={_number_text(op.strength)}"]
+        parts += [f"{k}={_format_value(v)}" for k, v in op.options.items()]
+        lines.append(" ".join(parts))
+    return "\n".join(lines)
+
+
+_WINDOW = re.compile(r"(\d+(?:\.\d+)?)%?\s*-\s*(\d+(?:\.\d+)?)%?")
+_COMMENT = re.compile(r"(?:^|\s)#")  # a '#' after '=' is a hex color, not a comment
+_TEXT_OPTIONS = {"channels", "target", "mode"}
+_BOOL_OPTIONS = {"relative"}
+
+
+def parse_schedule(text: str) -> tuple:
+    """Read a schedule: one operation per line; '#' at the start of a word starts a comment.
+
+        soft_clamp    0-5%    threshold=0.998 boundary=0.998 relative=yes
+        center        0-30%   channel=0.8 global=0.8
+        maximize      90-100% strength=0.5 boundary=4 channels=0,1,2
+    """
+    ops = []
+    for number, raw_line in enumerate(text.splitlines(), 1):
+        line = _COMMENT.split(raw_line, 1)[0].strip()
+        if not line:
+            continue
+        try:
+            ops.append(_parse_line(line))
+        except LatentLabInputError as error:
+            raise LatentLabInputError(f"Schedule line {number} ('{line}'): {error.problem}", error.fix) from None
+    return tuple(ops)
+
+
+def _parse_line(line: str) -> Operation:
+    kind, _, rest = line.partition(" ")
+    rest = rest.strip()
+    require(kind in OPERATIONS, f"unknown operation '{kind}'.", f"Start the line with one of: {', '.join(OPERATIONS)}.")
+    window = _WINDOW.match(rest)
+    require(window is not None, "no window.", "Write the window after the operation, e.g. 'center 0-30%'.")
+    start, end = float(window.group(1)), float(window.group(2))
+    strength, options = 1.0, {}
+    for token in rest[window.end():].split():
+        key, equals, value = token.partition("=")
+        require(equals == "=" and key and value, f"'{token}' is not key=value.", "Write options as key=value, no spaces.")
+        require(key != "strength" or "strength" not in options, "strength given twice.")
+        if key == "strength":
+            strength = _number(value, "strength")
+        elif key in _TEXT_OPTIONS:
+            options[key] = value
+        elif key in _BOOL_OPTIONS:
+            require(value.lower() in ("yes", "no", "true", "false", "1", "0"), f"{key}={value} is not yes or no.")
+            options[key] = value.lower() in ("yes", "true", "1")
+        elif key == "boundary" and value == "auto":
+            options[key] = "auto"
+        else:
+            options[key] = _number(value, key)
+    return operation(kind, start, end, strength, **options)
+
+
+# ---------------------------------------------------------------------------------------------- compiled schedules
+
+@dataclass(frozen=True)
+class Step:
+    """An operation with its channels, limits and factors resolved for one format: run(x, strength)."""
+    op: Operation
+    run: Callable[[torch.Tensor, float], torch.Tensor]
+
+
+def compile_schedule(schedule: Sequence[Operation], fmt: LatentFormat, affine: RgbAffine | None = None) -> tuple:
+    """Resolve 'auto' choices and check every option now, so a bad schedule fails before sampling starts.
+
+    affine: RGB factors taking SCALED latents (scaled_affine); default: the format's ComfyUI factors.
+    """
+    affine = affine if affine is not None else scaled_affine(fmt.rgb_affine("comfyui"), fmt)
+    steps = []
+    for op in schedule:
+        try:
+            steps.append(Step(op, _compile(op, fmt, affine)))
+        except LatentLabInputError as error:
+            raise LatentLabInputError(f"Operation '{op.kind}' {op.start:g}-{op.end:g}%: {error.problem}",
+                                      error.fix) from None
+    return tuple(steps)
+
+
+def format_boundary(fmt: LatentFormat | None) -> float:
+    defaults = FORMAT_DEFAULTS.get(fmt.key) if fmt is not None else None
+    return defaults["boundary"] if defaults else DEFAULT_BOUNDARY
+
+
+def _compile(op: Operation, fmt: LatentFormat, affine: RgbAffine) -> Callable:
+    count = fmt.channels
+    if op.kind == "soft_clamp":
+        threshold, boundary, mode, relative = (float(op.option("threshold")), float(op.option("boundary")),
+                                               str(op.option("mode")), bool(op.option("relative")))
+        require(mode in CLAMP_MODES, f"unknown mode '{mode}'.", f"Use one of {CLAMP_MODES}.")
+        soft_clamp(torch.zeros(1, count, 1, 1), threshold, boundary, mode, relative)  # checks the limits
+        return lambda x, amount: soft_clamp(x, threshold, boundary, mode, relative, amount)
+    if op.kind == "center":
+        strengths = parse_channels(str(op.option("channels")), count, fmt, "center", float(op.option("channel")))
+        global_strength = float(op.option("global"))
+        return lambda x, amount: center(x, [s * amount for s in strengths], global_strength * amount)
+    if op.kind == "maximize":
+        channels = selected(parse_channels(str(op.option("channels")), count, fmt, "maximize"))
+        boundary = op.option("boundary")
+        boundary = format_boundary(fmt) if boundary == "auto" else float(boundary)
+        require(boundary > 0, f"boundary {boundary} must be > 0.")
+        require(channels, "no channels chosen.")
+        return lambda x, amount: maximize(x, boundary, channels, amount)
+    channels = selected(parse_channels(str(op.option("channels")), count, fmt, "color_balance"))
+    require(channels, "no channels chosen.")
+    target = parse_color(str(op.option("target")))
+    return lambda x, amount: color_balance(x, affine, target, channels, amount)
+
+
+def apply_schedule(x: torch.Tensor, steps: Sequence[Step], percents: Sequence[float],
+                   strength: float = 1.0) -> torch.Tensor:
+    """Run the steps whose window holds each item's progress (percent), in order; x itself if none applies."""
+    out = x
+    for step in steps:
+        amount = step.op.strength * strength
+        if amount == 0:
+            continue
+        active = [step.op.active(p) for p in percents]
+        if all(active):
+            out = step.run(out, amount)
+        elif any(active):
+            rows = torch.tensor(active, device=out.device)
+            corrected = step.run(out[rows], amount)
+            out = out.clone()
+            out[rows] = corrected
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- progress
+
+def run_progress(sigma: float, sigmas: Sequence[float]) -> float:
+    """Where a model call at `sigma` sits in a run over `sigmas` (decreasing, usually ending at 0): 0 <= p < 1.
+
+    Step i of N (called at sigmas[i]) is at i / N; calls between two sigmas (Heun, DPM2, adaptive solvers)
+    are placed by log-sigma interpolation, or linearly in the last interval when it ends at 0.
+    """
+    steps = len(sigmas) - 1
+    if steps < 1 or sigma >= sigmas[0]:
+        return 0.0
+    for i in range(steps):
+        high, low = sigmas[i], sigmas[i + 1]
+        if high > low and high >= sigma >= low:
+            if low > 0:
+                fraction = (math.log(high) - math.log(sigma)) / (math.log(high) - math.log(low))
+            else:
+                fraction = (high - sigma) / high
+            return min((i + fraction) / steps, math.nextafter(1.0, 0.0))
+    nearest = min(range(len(sigmas)), key=lambda j: abs(sigmas[j] - sigma))
+    return min(nearest / steps, math.nextafter(1.0, 0.0))
+
+
+def model_progress(sigma: float, percent_to_sigma: Callable[[float], float], iterations: int = 40) -> float:
+    """Percent of the model's whole noise range (ComfyUI's percent_to_sigma, inverted by bisection), 0 <= p < 1."""
+    low, high = 0.0, 1.0
+    for _ in range(iterations):
+        middle = (low + high) / 2
+        if percent_to_sigma(middle) > sigma:
+            low = middle
+        else:
+            high = middle
+    return min(low, math.nextafter(1.0, 0.0))

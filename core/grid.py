@@ -1,0 +1,189 @@
+"""Labeled image grids: column labels, row labels, axis titles and a footer, with Pillow's built-in font.
+
+Layout, top to bottom: x-axis title, column labels, the rows of cells, footer. Left to right: the y-axis
+title (rotated), row labels, the columns of cells. Cells are placed row-major, unscaled.
+"""
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from .errors import require
+from .render import BACKGROUND, TEXT, font, from_pil, to_pil
+
+MIN_FONT = 8
+TITLE_COLOR = (255, 214, 120)
+FOOTER_COLOR = (170, 170, 175)
+
+
+@dataclass
+class GridSpec:
+    rows: int
+    cols: int
+    cell_width: int
+    cell_height: int
+    col_labels: list | None = None
+    row_labels: list | None = None
+    x_title: str | None = None
+    y_title: str | None = None
+    footer: list = field(default_factory=list)
+    font_size: int = 0  # 0: from the cell size
+    gap: int = 4
+    margin: int = 8
+
+
+@dataclass
+class GridLayout:
+    width: int
+    height: int
+    font_size: int
+    cells: list            # (x, y) top-left of each cell, row-major
+    col_label_boxes: list  # (x, y, w, h) per column
+    row_label_boxes: list  # (x, y, w, h) per row
+    x_title_box: tuple | None
+    y_title_box: tuple | None
+    footer_box: tuple | None
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def auto_font_size(cell_width: int, cell_height: int) -> int:
+    return max(12, min(64, round(min(cell_width, cell_height) / 16)))
+
+
+def line_height(size: int) -> int:
+    return size + max(4, size // 3)
+
+
+def text_width(text: str, size: int) -> int:
+    return int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=font(size))) + 1
+
+
+def layout(spec: GridSpec) -> GridLayout:
+    require(spec.rows >= 1 and spec.cols >= 1, f"A grid needs at least one row and column, got {spec.rows}x{spec.cols}.")
+    require(spec.cell_width >= 1 and spec.cell_height >= 1, "Grid cells must be at least 1 pixel.")
+    size = spec.font_size or auto_font_size(spec.cell_width, spec.cell_height)
+    small = max(MIN_FONT, round(size * 0.75))
+    m, gap = spec.margin, spec.gap
+
+    y_title_w = line_height(size) if spec.y_title else 0
+    row_label_w = (max(text_width(t, size) for t in spec.row_labels) + 2 * gap) if spec.row_labels else 0
+    left = m + y_title_w + row_label_w
+    grid_w = spec.cols * spec.cell_width + (spec.cols - 1) * gap
+    width = left + grid_w + m
+
+    x_title_h = line_height(size) if spec.x_title else 0
+    col_label_h = line_height(size) if spec.col_labels else 0
+    top = m + x_title_h + col_label_h
+    grid_h = spec.rows * spec.cell_height + (spec.rows - 1) * gap
+    footer_lines = wrap_lines(spec.footer, width - 2 * m, small) if spec.footer else []
+    footer_h = (gap + len(footer_lines) * line_height(small)) if footer_lines else 0
+    height = top + grid_h + footer_h + m
+
+    cells = [(left + c * (spec.cell_width + gap), top + r * (spec.cell_height + gap))
+             for r in range(spec.rows) for c in range(spec.cols)]
+    col_boxes = [(left + c * (spec.cell_width + gap), m + x_title_h, spec.cell_width, col_label_h)
+                 for c in range(spec.cols)] if spec.col_labels else []
+    row_boxes = [(m + y_title_w, top + r * (spec.cell_height + gap), row_label_w, spec.cell_height)
+                 for r in range(spec.rows)] if spec.row_labels else []
+    return GridLayout(
+        width=width, height=height, font_size=size, cells=cells,
+        col_label_boxes=col_boxes, row_label_boxes=row_boxes,
+        x_title_box=(left, m, grid_w, x_title_h) if spec.x_title else None,
+        y_title_box=(m, top, y_title_w, grid_h) if spec.y_title else None,
+        footer_box=(m, top + grid_h + gap, width - 2 * m, footer_h - gap) if footer_lines else None,
+    )
+
+
+def check_budget(grid: GridLayout, max_pixels: int) -> None:
+    require(grid.pixels <= max_pixels,
+            f"The grid would be {grid.width}x{grid.height} = {grid.pixels / 1e6:.1f} megapixels, above the "
+            f"budget of {max_pixels / 1e6:.1f} megapixels.",
+            "Lower cell_scale, sweep fewer values, or raise max_megapixels if your memory allows.")
+
+
+def draw_grid(images, spec: GridSpec, max_pixels: int) -> torch.Tensor:
+    """images: [N, H, W, 3] in 0..1 (N = rows x cols, row-major) -> IMAGE [1, H', W', 3]."""
+    require(images.shape[0] == spec.rows * spec.cols,
+            f"The grid has {spec.rows}x{spec.cols} = {spec.rows * spec.cols} cells but {images.shape[0]} images came in.")
+    require(tuple(images.shape[1:3]) == (spec.cell_height, spec.cell_width),
+            f"The images are {images.shape[2]}x{images.shape[1]} but the grid expects "
+            f"{spec.cell_width}x{spec.cell_height}.")
+    grid = layout(spec)
+    check_budget(grid, max_pixels)
+    canvas = Image.new("RGB", (grid.width, grid.height), BACKGROUND)
+    for image, (x, y) in zip(images, grid.cells):
+        canvas.paste(to_pil(image), (x, y))
+    draw = ImageDraw.Draw(canvas)
+    size = grid.font_size
+    for label, box in zip(spec.col_labels or [], grid.col_label_boxes):
+        centered(draw, box, label, size)
+    for label, box in zip(spec.row_labels or [], grid.row_label_boxes):
+        centered(draw, box, label, size)
+    if grid.x_title_box:
+        centered(draw, grid.x_title_box, spec.x_title, size, TITLE_COLOR)
+    if grid.y_title_box:
+        vertical(canvas, grid.y_title_box, spec.y_title, size)
+    if grid.footer_box:
+        small = max(MIN_FONT, round(size * 0.75))
+        x, y, w, _ = grid.footer_box
+        for line in wrap_lines(spec.footer, w, small):
+            draw.text((x, y), line, font=font(small), fill=FOOTER_COLOR)
+            y += line_height(small)
+    return from_pil(canvas)[None]
+
+
+def fit_text(text: str, width: int, size: int) -> tuple:
+    """(text, size) that fits `width`: a smaller font first, then an ellipsis."""
+    while size > MIN_FONT and text_width(text, size) > width:
+        size -= 1
+    while len(text) > 1 and text_width(text, size) > width:
+        text = text[:-2] + "…" if len(text) > 2 else text[:1]
+    return text, size
+
+
+def centered(draw: ImageDraw.ImageDraw, box: tuple, text: str, size: int, fill=TEXT) -> None:
+    x, y, w, h = box
+    text, size = fit_text(text, w, size)
+    tw = text_width(text, size)
+    draw.text((x + (w - tw) / 2, y + (h - line_height(size)) / 2 + 1), text, font=font(size), fill=fill)
+
+
+def vertical(canvas: Image.Image, box: tuple, text: str, size: int) -> None:
+    x, y, w, h = box
+    text, size = fit_text(text, h, size)
+    strip = Image.new("RGB", (h, w), BACKGROUND)
+    centered(ImageDraw.Draw(strip), (0, 0, h, w), text, size, TITLE_COLOR)
+    canvas.paste(strip.rotate(90, expand=True), (x, y))
+
+
+def wrap_lines(lines: list, width: int, size: int) -> list:
+    """Word-wrap each line to `width` pixels."""
+    out = []
+    for line in lines:
+        current = ""
+        for word in line.split(" "):
+            candidate = f"{current} {word}" if current else word
+            if current and text_width(candidate, size) > width:
+                out.append(current)
+                current = word
+            else:
+                current = candidate
+        out.append(current)
+    return out
+
+
+def scaled_size(width: int, height: int, scale: float) -> tuple:
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def resize_images(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """IMAGE [N, H, W, 3] -> [N, height, width, 3], antialiased; unchanged when the size already fits."""
+    if tuple(images.shape[1:3]) == (height, width):
+        return images
+    resized = F.interpolate(images.permute(0, 3, 1, 2).float(), size=(height, width), mode="bilinear",
+                            antialias=True, align_corners=False)
+    return resized.permute(0, 2, 3, 1).clamp(0, 1)

@@ -1,0 +1,157 @@
+"""Latent spot repair: replace chosen cells by an interpolation of their unchosen neighbours, per channel."""
+import json
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy.sparse import coo_matrix
+from scipy.sparse.linalg import spsolve
+
+from .errors import LatentLabInputError, require
+from .probe import PassCounter, far_field_verify
+
+METHODS = ("harmonic", "inverse_distance")
+NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+
+def cells_from_mask(mask: torch.Tensor, height: int, width: int, downscale: int = 8) -> torch.Tensor:
+    """MASK [B, H, W] or [H, W] at latent or pixel (x downscale) size -> [B, h, w] bool (any masked pixel in a cell)."""
+    require(isinstance(mask, torch.Tensor), f"MASK must be a tensor, got {type(mask).__name__}.", "Connect a MASK output.")
+    mask = mask[None] if mask.ndim == 2 else mask
+    require(mask.ndim == 3, f"MASK must be [batch, height, width]; got shape {tuple(mask.shape)}.")
+    require(bool(torch.isfinite(mask).all()), "MASK contains NaN or infinite values.", "Fix the node that made it.")
+    size = tuple(mask.shape[1:])
+    if size == (height, width):
+        return mask > 0.5
+    require(size == (height * downscale, width * downscale),
+            f"The MASK is {size[1]}x{size[0]} but the latent is {width}x{height} cells "
+            f"({width * downscale}x{height * downscale} px).",
+            "Use the flag_mask of a VAE Anomaly Probe run on the image this latent came from, "
+            "or a mask of the latent's size or pixel size.")
+    return F.max_pool2d(mask[:, None].float(), downscale)[:, 0] > 0.5
+
+
+def cells_from_report(text: str, height: int, width: int) -> torch.Tensor:
+    """The flagged cells of a VAE Anomaly Probe report (JSON) -> [1, h, w] bool."""
+    try:
+        report = json.loads(text)
+        shape = report["latent"]["shape"]
+        cells = [(int(c["y"]), int(c["x"])) for c in report["flags"]["cells"]]
+    except (ValueError, KeyError, TypeError) as error:
+        raise LatentLabInputError(f"The report is not a VAE Anomaly Probe report ({error}).",
+                                  "Connect the probe's 'report' output.") from error
+    require(tuple(shape[1:]) == (height, width),
+            f"The report was made on a {shape[2]}x{shape[1]}-cell latent but this latent is {width}x{height}.",
+            "Probe the same image at the size this latent was encoded at.")
+    require(report["flags"].get("count", len(cells)) <= len(cells),
+            f"The report lists {len(cells)} of {report['flags']['count']} flagged cells.",
+            "Connect the probe's flag_mask instead: it holds them all.")
+    grid = torch.zeros(1, height, width, dtype=torch.bool)
+    for y, x in cells:
+        grid[0, y, x] = True
+    return grid
+
+
+def harmonic_fill(grid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[C, h, w], mask [h, w] -> masked cells solve Laplace's equation with the unmasked cells as boundary."""
+    height, width = mask.shape
+    unknown = mask.flatten().nonzero().flatten().tolist()
+    index = {cell: i for i, cell in enumerate(unknown)}
+    values = grid.double().flatten(1).cpu().numpy()
+    rows, cols, data = [], [], []
+    rhs = np.zeros((len(unknown), grid.shape[0]))
+    for i, cell in enumerate(unknown):
+        y, x = divmod(cell, width)
+        degree = 0
+        for dy, dx in NEIGHBOURS:
+            ny, nx = y + dy, x + dx
+            if 0 <= ny < height and 0 <= nx < width:
+                degree += 1
+                other = ny * width + nx
+                if other in index:
+                    rows.append(i), cols.append(index[other]), data.append(-1.0)
+                else:
+                    rhs[i] += values[:, other]
+        rows.append(i), cols.append(i), data.append(float(degree))
+    matrix = coo_matrix((data, (rows, cols)), shape=(len(unknown), len(unknown))).tocsc()
+    solved = spsolve(matrix, rhs)
+    solved = solved.reshape(len(unknown), -1)
+    out = grid.clone().flatten(1)
+    out[:, unknown] = torch.from_numpy(solved.T.copy()).to(out.dtype).to(out.device)
+    return out.view_as(grid)
+
+
+def inverse_distance_fill(grid: torch.Tensor, mask: torch.Tensor, power: float = 2.0, reach: int = 3) -> torch.Tensor:
+    """Masked cells -> weighted mean of unmasked cells within `reach` cells (widened until one is found), 1/d^power."""
+    height, width = mask.shape
+    out = grid.clone()
+    for y, x in mask.nonzero().tolist():
+        radius = reach
+        while True:
+            y0, y1, x0, x1 = max(0, y - radius), min(height, y + radius + 1), max(0, x - radius), min(width, x + radius + 1)
+            known = ~mask[y0:y1, x0:x1]
+            if known.any() or radius > max(height, width):
+                break
+            radius *= 2
+        ys, xs = torch.meshgrid(torch.arange(y0, y1), torch.arange(x0, x1), indexing="ij")
+        distance = ((ys - y) ** 2 + (xs - x) ** 2).double().sqrt()
+        weight = torch.where(known, distance.clamp(min=1e-9) ** -power, torch.zeros_like(distance))
+        patch = grid[:, y0:y1, x0:x1].double()
+        out[:, y, x] = ((patch * weight).sum((1, 2)) / weight.sum()).to(out.dtype)
+    return out
+
+
+def repair(samples: torch.Tensor, cells: torch.Tensor, method: str = "harmonic") -> torch.Tensor:
+    """samples [B, C, h, w], cells [B or 1, h, w] bool -> a new tensor with the cells filled."""
+    require(method in METHODS, f"Unknown method '{method}'.", f"Use one of: {', '.join(METHODS)}.")
+    batch = samples.shape[0]
+    require(cells.shape[0] in (1, batch), f"The mask has {cells.shape[0]} items but the latent batch has {batch}.",
+            "Use one mask for all items or one per item.")
+    require(bool(cells.any()), "No cell is marked for repair: the mask (or the report's flag list) is empty.",
+            "Nothing to do: the probe found no anomalous cell. Leave this node out, or lower the probe's threshold.")
+    out = samples.clone()
+    fill = harmonic_fill if method == "harmonic" else inverse_distance_fill
+    for b in range(batch):
+        mask = cells[b if cells.shape[0] == batch else 0].to(torch.bool).cpu()
+        if not mask.any():
+            continue
+        require(not bool(mask.all()), "Every cell of the latent is marked for repair: there is nothing to interpolate from.",
+                "Mark only the anomalous cells (the probe's flag_mask).")
+        out[b] = fill(samples[b], mask)
+    return out
+
+
+def reprobe(decode, before: torch.Tensor, after: torch.Tensor, cells: torch.Tensor, radius: int, downscale: int = 8,
+            decodes: int = 8, seed: int = 0, counter=None) -> dict:
+    """Far-field influence of the repaired cells (batch item 0) before and after, each against ordinary cells."""
+    counter = counter or PassCounter()
+    mask = cells[0].bool().cpu()
+    chosen = [tuple(c) for c in mask.nonzero().tolist()]
+    states = {}
+    for name, latent in (("before", before[:1]), ("after", after[:1])):
+        result = far_field_verify(decode, latent, chosen, mask, radius, downscale, decodes, seed, counter)
+        baseline = float(np.median([s["influence"] for s in result["samples"]])) if result["samples"] else math.nan
+        states[name] = {"baseline": baseline,
+                        "cells": {(c["y"], c["x"]): c["influence"] for c in result["cells"]}}
+    rows = []
+    for y, x in chosen:
+        row = {"y": y, "x": x}
+        for name, state in states.items():
+            value = state["cells"].get((y, x))
+            row[f"{name}_influence"] = value
+            row[f"{name}_ratio"] = None if value is None else round(value / state["baseline"], 3)
+        rows.append(row)
+    return {"radius": radius, "decodes_per_state": decodes, "decoder_equivalent_passes": counter.passes,
+            "baseline_before": states["before"]["baseline"], "baseline_after": states["after"]["baseline"],
+            "cells": rows}
+
+
+def reprobe_text(result: dict) -> str:
+    parts = []
+    for row in result["cells"][:4]:
+        if row["before_ratio"] is None:
+            continue
+        parts.append(f"({row['y']}, {row['x']}): far-field influence {row['before_ratio']:.3g}x -> "
+                     f"{row['after_ratio']:.3g}x median")
+    return "; ".join(parts) if parts else "re-probe: no repaired cell fit the decode budget"

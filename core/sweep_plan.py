@@ -1,0 +1,166 @@
+"""Which cells a sweep has, in which order, and how they are split into sampling chunks.
+
+Cell order is seed-major (row-major in the grid): rows are seeds, columns are CFG values,
+    cell index = seed_index * len(cfg_values) + cfg_index.
+With one seed the cells are simply the CFG values in the order they were written.
+Cells that share a seed sit next to each other, so a chunk holds whole seed rows where it can and the
+first model evaluation of a row is computed once.
+"""
+import math
+from dataclasses import asdict, dataclass
+
+from .errors import require
+from .sweep_grammar import label_number
+
+ORDER = "seed-major"
+ORDER_TEXT = ("seed-major: rows are seeds, columns are CFG values; "
+              "cell index = seed_index x number_of_cfg_values + cfg_index")
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    row: int
+    col: int
+    cfg: float
+    seed: int
+    label: str
+
+
+def cfg_label(cfg: float) -> str:
+    return f"CFG {label_number(cfg)}"
+
+
+def seed_label(seed: int) -> str:
+    return f"seed {seed}"
+
+
+def make_cells(cfg_values: list, seeds: list) -> list:
+    show_seed = len(seeds) > 1
+    cells = []
+    for row, seed in enumerate(seeds):
+        for col, cfg in enumerate(cfg_values):
+            label = cfg_label(cfg) + (f" · {seed_label(seed)}" if show_seed else "")
+            cells.append(Cell(len(cells), row, col, float(cfg), int(seed), label))
+    return cells
+
+
+def check_cell_count(count: int, limit: int) -> None:
+    require(count <= limit,
+            f"The sweep has {count} cells, more than max_cells ({limit}).",
+            "Shorten the CFG or seed list, or raise max_cells if you really want that many (each cell is one "
+            "image in memory and one batch item while sampling).")
+
+
+def chunk_capacity(free_bytes: float, bytes_per_cell: float, max_batch: int = 0) -> int:
+    """How many cells may sample together: what fits in free memory, at most max_batch (0: no limit), at least 1."""
+    fits = int(free_bytes // bytes_per_cell) if bytes_per_cell > 0 else 1 << 30
+    if max_batch > 0:
+        fits = min(fits, max_batch)
+    return max(1, fits)
+
+
+def plan_chunks(groups: list, capacity: int) -> list:
+    """Split cells (given by their group id, e.g. the seed row, contiguous) into chunks of at most `capacity`.
+
+    Chunks are as even as possible and hold whole groups where a group fits; a group larger than the
+    capacity is split into even pieces. Returns lists of cell indices, in cell order.
+    """
+    require(capacity >= 1, f"Chunk capacity must be at least 1, got {capacity}.")
+    runs = _runs(groups)
+    chunks = []
+    if runs and max(len(run) for run in runs) <= capacity:
+        per_chunk = _even_sizes(len(runs), math.ceil(sum(len(r) for r in runs) / capacity), runs, capacity)
+        start = 0
+        for count in per_chunk:
+            chunks.append([i for run in runs[start:start + count] for i in run])
+            start += count
+        return chunks
+    for run in runs:
+        pieces = math.ceil(len(run) / capacity)
+        start = 0
+        for size in _split(len(run), pieces):
+            chunks.append(run[start:start + size])
+            start += size
+    return chunks
+
+
+def _runs(groups: list) -> list:
+    runs = []
+    for index, group in enumerate(groups):
+        if runs and groups[runs[-1][0]] == group:
+            runs[-1].append(index)
+        else:
+            runs.append([index])
+    return runs
+
+
+def _even_sizes(run_count: int, chunk_count: int, runs: list, capacity: int) -> list:
+    """Runs per chunk: the fewest chunks whose cell totals stay within capacity, spread evenly."""
+    for chunks in range(max(1, chunk_count), run_count + 1):
+        counts = _split(run_count, chunks)
+        start, fits = 0, True
+        for count in counts:
+            if sum(len(r) for r in runs[start:start + count]) > capacity:
+                fits = False
+                break
+            start += count
+        if fits:
+            return counts
+    return [1] * run_count
+
+
+def _split(total: int, parts: int) -> list:
+    base, extra = divmod(total, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def state_bytes_per_cell(latent_numel: int, element_size: int = 4, buffers: int = 12) -> int:
+    """Sampler state per cell: x, noise, latent, denoised and multistep history, about `buffers` latents."""
+    return latent_numel * element_size * buffers
+
+
+def cells_as_dicts(cells: list) -> list:
+    return [asdict(cell) for cell in cells]
+
+
+INFO_VERSION = 1
+
+
+def sweep_info(cfg_values: list, seeds: list, cells: list, settings: dict, run: dict,
+               cfg_text: str = "", seeds_text: str = "") -> dict:
+    """The SWEEP_INFO value: axes, cells in order, the fixed settings and how the run went (JSON-safe)."""
+    return {
+        "version": INFO_VERSION,
+        "order": ORDER,
+        "order_text": ORDER_TEXT,
+        "axes": {
+            "x": {"name": "cfg", "title": "CFG scale", "values": [float(v) for v in cfg_values],
+                  "labels": [cfg_label(v) for v in cfg_values], "text": cfg_text},
+            "y": {"name": "seed", "title": "seed", "values": [int(s) for s in seeds],
+                  "labels": [seed_label(s) for s in seeds], "text": seeds_text},
+        },
+        "cells": cells_as_dicts(cells),
+        "settings": dict(settings),
+        "run": dict(run),
+    }
+
+
+def check_info(info) -> dict:
+    require(isinstance(info, dict) and info.get("version") == INFO_VERSION and "axes" in info and "cells" in info,
+            "The sweep_info input is not a Latent Lab SWEEP_INFO.",
+            "Connect the sweep_info output of CFG Sweep Sampler.")
+    return info
+
+
+def settings_line(info: dict) -> str:
+    settings = info.get("settings", {})
+    parts = [str(settings[k]) for k in ("sampler", "scheduler") if k in settings]
+    if "steps" in settings:
+        parts.append(f"{settings['steps']} steps")
+    if "denoise" in settings:
+        parts.append(f"denoise {settings['denoise']:g}")
+    seeds = info["axes"]["y"]["values"]
+    if len(seeds) == 1:
+        parts.append(seed_label(seeds[0]))
+    return " · ".join(parts)

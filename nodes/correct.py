@@ -1,0 +1,345 @@
+"""Correct: center, soft-clamp, maximize and color-balance latents, on LATENTs and during sampling."""
+import json
+
+from ..adapters.comfy_objects import model_format_hint
+from ..adapters.correction_patch import TIMELINES, correction_model, trajectory_model
+from ..adapters.ui import preview_images
+from ..core import correct
+from ..core.errors import LatentLabInputError, require
+from ..core.formats import resolve_format
+from ..core.trajectory import Trajectory, filmstrip, plots, summary, summary_text
+from .common import CATEGORY, format_input, latent_format, node_errors, samples_of, ui_result, with_samples
+from .factors import factors_input, rgb_affine, validate_factors_choice
+
+AREA = f"{CATEGORY}/Correct"
+SCALED = " In scaled units ((raw - shift) x scale, the sampler's and the SDXL-latent blog's units; SDXL ends near ±4)."
+LATENT_IN = ("LATENT", {"tooltip": "The latent to correct. Each batch item is corrected on its own; the input is not changed."})
+MODEL_HINT = ("MODEL", {"tooltip": "Optional: the model that made this latent; its format is used when format is auto."})
+LATENT_OUT = "The corrected latent (raw values, like any LATENT), tagged with its format."
+
+
+def channels_input(operation: str, what: str) -> tuple:
+    defaults = correct.FORMAT_DEFAULTS
+    return ("STRING", {
+        "default": "auto",
+        "tooltip": f"Channels to {what}. auto: SDXL {defaults['sdxl']['channels'][operation]}, "
+                   f"SD1.x {defaults['sd15']['channels'][operation]} (16-channel formats need an explicit choice: "
+                   "their channel meanings are unknown). Or 'all', or a comma list of indices (0-based), ranges "
+                   "(0-2) and SDXL names (luminance, cyan/red, lime/purple, pattern).",
+    })
+
+
+def strength_input(what: str) -> tuple:
+    return ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                      "tooltip": f"How much of the {what} to apply: 0 leaves the latent as it is, 1 applies it fully."})
+
+
+def _latent_and_format(latent, format_choice, model):
+    samples = samples_of(latent)
+    return samples, latent_format(latent, format_choice, model)
+
+
+class LatentCenter:
+    DESCRIPTION = ("Removes color casts by centering: subtracts each chosen channel's mean x its strength, then the "
+                   "mean over all channels x the global strength; each batch item on its own. Full strengths give "
+                   "every chosen channel a mean of 0 (scaled units).")
+    CATEGORY = AREA
+    FUNCTION = "center"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = (LATENT_OUT,)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "latent": LATENT_IN,
+                "format": format_input(" Centering happens in scaled units (matters where a format has a shift)."),
+                "channels": channels_input("center", "center (a ':0.5' after a channel sets its own strength)"),
+                "channel_strength": strength_input("per-channel mean subtraction"),
+                "global_strength": strength_input("mean over all channels subtraction, applied after the per-channel one"),
+            },
+            "optional": {"model": MODEL_HINT},
+        }
+
+    @node_errors("Latent Center")
+    def center(self, latent, format, channels, channel_strength, global_strength, model=None):
+        samples, fmt = _latent_and_format(latent, format, model)
+        strengths = correct.parse_channels(channels, samples.shape[1], fmt, "center", channel_strength)
+        out = correct.center(samples, strengths, global_strength, scale=fmt.scale, shift=fmt.shift)
+        return (with_samples(latent, out, fmt),)
+
+
+class LatentSoftClamp:
+    DESCRIPTION = ("Pulls outliers in: values beyond ±threshold are mapped linearly onto [threshold, boundary] "
+                   "(the SDXL-latent blog's soft clamp), each batch item on its own. An item already inside "
+                   "±boundary is left exactly as it is; values inside ±threshold never change." + SCALED)
+    CATEGORY = AREA
+    FUNCTION = "clamp"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = (LATENT_OUT,)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "latent": LATENT_IN,
+                "format": format_input(" Needed to convert to scaled units."),
+                "threshold": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 100.0, "step": 0.05,
+                                        "tooltip": "Values with |x| up to this are left alone." + SCALED}),
+                "boundary": ("FLOAT", {"default": 4.0, "min": 0.01, "max": 100.0, "step": 0.05,
+                                       "tooltip": "No corrected value goes beyond ±boundary; must exceed the threshold." + SCALED}),
+                "mode": (list(correct.CLAMP_MODES), {"default": "pixel",
+                         "tooltip": "pixel (the blog's): a value's range runs up to the largest value across channels at "
+                                    "its pixel. channel: up to the largest value of its channel in the item."}),
+                "strength": strength_input("soft clamp"),
+            },
+            "optional": {"model": MODEL_HINT},
+        }
+
+    @node_errors("Latent Soft Clamp")
+    def clamp(self, latent, format, threshold, boundary, mode, strength, model=None):
+        samples, fmt = _latent_and_format(latent, format, model)
+        out = correct.soft_clamp(samples, threshold, boundary, mode, strength=strength, scale=fmt.scale, shift=fmt.shift)
+        return (with_samples(latent, out, fmt),)
+
+
+class LatentMaximize:
+    DESCRIPTION = ("Fills the value range: multiplies the chosen channels by one factor per batch item so their "
+                   "largest |value| equals the boundary (by default SDXL's luminance and color channels, its "
+                   "pattern channel left alone)." + SCALED)
+    CATEGORY = AREA
+    FUNCTION = "maximize"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = (LATENT_OUT,)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "latent": LATENT_IN,
+                "format": format_input(" Needed to convert to scaled units."),
+                "channels": channels_input("maximize", "scale"),
+                "boundary": ("FLOAT", {"default": 4.0, "min": 0.01, "max": 100.0, "step": 0.05,
+                                       "tooltip": "The largest |value| of the chosen channels after scaling." + SCALED}),
+                "strength": strength_input("scaling"),
+            },
+            "optional": {"model": MODEL_HINT},
+        }
+
+    @node_errors("Latent Maximize")
+    def maximize(self, latent, format, channels, boundary, strength, model=None):
+        samples, fmt = _latent_and_format(latent, format, model)
+        chosen = correct.selected(correct.parse_channels(channels, samples.shape[1], fmt, "maximize"))
+        require(chosen, "No channels chosen.", "Choose at least one channel, or 'auto'.")
+        out = correct.maximize(samples, boundary, chosen, strength, scale=fmt.scale, shift=fmt.shift)
+        return (with_samples(latent, out, fmt),)
+
+
+def _hex(rgb) -> str:
+    return "#" + "".join(f"{round(min(max(float(v), 0.0), 1.0) * 255):02x}" for v in rgb)
+
+
+class LatentColorBalance:
+    DESCRIPTION = ("Removes a color cast: solves by least squares for per-channel offsets that move each batch "
+                   "item's linear-preview mean color to the target (a gray of the same brightness by default), "
+                   "using the format's RGB factors or a fitted factor file. Exact for the linear preview's "
+                   "(unclamped) mean; the decoded image follows only as far as the factors match the VAE.")
+    CATEGORY = AREA
+    FUNCTION = "balance"
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = (LATENT_OUT,)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "latent": LATENT_IN,
+                "format": format_input(" Not needed with a fitted factor file and explicit channels."),
+                "factors": factors_input(),
+                "target": ("STRING", {"default": "neutral",
+                                      "tooltip": "The mean color to reach: neutral (gray with the current Rec. 709 "
+                                                 "brightness: removes the cast, keeps brightness) or a hex color "
+                                                 "such as #808080."}),
+                "channels": channels_input("color_balance", "shift"),
+                "strength": strength_input("offsets"),
+            },
+            "optional": {"model": MODEL_HINT},
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, factors):
+        return validate_factors_choice(factors)
+
+    @node_errors("Latent Color Balance")
+    def balance(self, latent, format, factors, target, channels, strength, model=None):
+        samples = samples_of(latent)
+        goal = correct.parse_color(target)
+        affine = rgb_affine(latent, factors, format, model)
+        fmt = self._format(latent, format, model, channels)
+        chosen = correct.selected(correct.parse_channels(channels, samples.shape[1], fmt, "color_balance"))
+        require(chosen, "No channels chosen.", "Choose at least one channel, or 'auto'.")
+        # Offsets commute with the units: raw values with raw-input factors give the scaled result exactly.
+        balanced = correct.color_balance(samples, affine, goal, chosen, strength)
+        before, after = correct.mean_color(samples, affine), correct.mean_color(balanced, affine)
+        text = "\n".join(f"item {i}: mean color {_hex(b)} -> {_hex(a)}" for i, (b, a) in enumerate(zip(before, after)))
+        return ui_result((with_samples(latent, balanced, fmt),), text=text)
+
+    @staticmethod
+    def _format(latent, format_choice, model, channels):
+        try:
+            return latent_format(latent, format_choice, model)
+        except LatentLabInputError:
+            if channels.strip().lower() != "auto":
+                return None
+            raise
+
+
+def _model_format(model, format_choice):
+    require(hasattr(model, "clone") and hasattr(model, "get_model_object"),
+            "The model input is not a ComfyUI MODEL.", "Connect a MODEL output (Load Checkpoint...).")
+    latent = model.get_model_object("latent_format")
+    return resolve_format(format_choice, int(getattr(latent, "latent_channels", 4)), model_format_hint(model))
+
+
+PRESET_CHOICES = tuple(correct.PRESETS) + ("custom",)
+
+
+class LatentCorrection:
+    DESCRIPTION = ("Corrects the x0 prediction at each sampling step by a schedule of Latent Lab operations "
+                   "(soft clamp, center, maximize, color balance), each in a window of the sampling progress. "
+                   "A post-CFG patch: works with every sampler (Euler included), KSampler, KSamplerAdvanced and "
+                   "SamplerCustomAdvanced, batches (each item on its own) and img2img, and chains with other "
+                   "post-CFG patches without taking the CFG-function slot.")
+    CATEGORY = AREA
+    FUNCTION = "patch"
+    RETURN_TYPES = ("MODEL",)
+    RETURN_NAMES = ("model",)
+    OUTPUT_TOOLTIPS = ("The model with the correction added to its post-CFG functions (connect it to the sampler).",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The model to patch (SD1.x or SDXL for the presets; any format with a custom schedule)."}),
+                "preset": (list(PRESET_CHOICES), {"default": "blog",
+                           "tooltip": "blog: the SDXL-latent blog's schedule mapped from its diffusers timesteps to "
+                                      "progress (soft clamp 0-4.9%, center 0-29.9%, center + maximize 90-99.8%; exact on the model timeline). "
+                                      "blog without maximize: the same without the final range fill. "
+                                      "custom: the schedule text below."}),
+                "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                       "tooltip": "Multiplies every operation's strength; 0 leaves sampling exactly as without the patch."}),
+                "timeline": (list(TIMELINES), {"default": "run",
+                             "tooltip": "What the percent windows measure. run: this sampler run's steps (img2img "
+                                        "and KSamplerAdvanced ranges run 0-100% themselves). model: the model's whole "
+                                        "noise range, as ControlNet start/end percent (a split base/refiner run shares "
+                                        "one timeline; an img2img run starts part-way)."}),
+                "schedule": ("STRING", {"multiline": True, "default": correct.schedule_text(correct.blog_schedule()),
+                             "tooltip": "Used when preset is custom. One operation per line: name start-end% then "
+                                        "key=value options. Names: soft_clamp (threshold, boundary, mode pixel|channel, "
+                                        "relative yes|no), center (channels, channel, global), maximize (channels, "
+                                        "boundary), color_balance (channels, target neutral|#rrggbb); every one takes "
+                                        "strength (0..1). Limits in scaled units; '#' starts a comment."}),
+                "format": format_input(" Sets channel defaults, the maximize boundary and the color-balance factors."),
+            },
+        }
+
+    @node_errors("Latent Correction")
+    def patch(self, model, preset, strength, timeline, schedule, format):
+        fmt = _model_format(model, format)
+        require(preset in PRESET_CHOICES, f"Unknown preset '{preset}'.", f"Use one of: {', '.join(PRESET_CHOICES)}.")
+        require(timeline in TIMELINES, f"Unknown timeline '{timeline}'.", f"Use one of: {', '.join(TIMELINES)}.")
+        operations = correct.parse_schedule(schedule) if preset == "custom" else correct.PRESETS[preset]()
+        steps = correct.compile_schedule(operations, fmt)
+        text = f"{fmt.label} · strength {strength:g} · timeline {timeline}\n" + correct.schedule_text(operations)
+        return ui_result((correction_model(model, steps, strength, timeline),), text=text)
+
+
+class LatentTrajectoryRecorder:
+    DESCRIPTION = ("Records the x0 prediction of every model call while sampling (per-channel mean, std, min, max "
+                   "and a small linear preview), for the Latent Trajectory node. Place it after Latent Correction "
+                   "to record corrected predictions, before it to record uncorrected ones.")
+    CATEGORY = AREA
+    FUNCTION = "record"
+    RETURN_TYPES = ("MODEL", "LATENT_TRAJECTORY")
+    RETURN_NAMES = ("model", "trajectory")
+    OUTPUT_TOOLTIPS = ("The model with the recorder attached (connect it to the sampler).",
+                       "The record the sampler fills; connect it to Latent Trajectory.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The model to record."}),
+                "preview_side": ("INT", {"default": 64, "min": 8, "max": 256,
+                                         "tooltip": "Previews are kept at latent resolution, shrunk to at most this many cells a side."}),
+                "timeline": (list(TIMELINES), {"default": "run", "tooltip": "How progress is measured (as in Latent Correction)."}),
+                "format": format_input(" Sets the preview factors and channel names."),
+            },
+        }
+
+    @node_errors("Latent Trajectory Recorder")
+    def record(self, model, preview_side, timeline, format):
+        fmt = _model_format(model, format)
+        record = Trajectory(correct.scaled_affine(fmt.rgb_affine(), fmt), fmt.channel_names,
+                                       preview_side, label=fmt.label)
+        return (trajectory_model(model, record, timeline), record)
+
+
+class LatentTrajectory:
+    DESCRIPTION = ("Shows how the x0 prediction drifted and spread during sampling: a filmstrip of its linear "
+                   "preview and plots of per-channel min/max and mean ± std over sampling progress (scaled units), "
+                   "one of each per batch item.")
+    CATEGORY = AREA
+    FUNCTION = "view"
+    RETURN_TYPES = ("IMAGE", "IMAGE", "STRING")
+    RETURN_NAMES = ("filmstrip", "plot", "json")
+    OUTPUT_TOOLTIPS = ("One row of x0 previews per batch item, labeled with progress and sigma.",
+                       "Per-channel min/max (top) and mean ± std (bottom) over progress, one image per batch item.",
+                       "First and last recorded statistics per item and channel, as JSON.")
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "trajectory": ("LATENT_TRAJECTORY", {"tooltip": "From Latent Trajectory Recorder."}),
+                "latent": ("LATENT", {"tooltip": "The sampler's output LATENT: makes this node run after sampling and "
+                                                 "picks the run that produced it."}),
+                "frames": ("INT", {"default": 8, "min": 1, "max": 64, "tooltip": "Frames in the filmstrip, spread evenly, first and last call included."}),
+                "tile_width": ("INT", {"default": 128, "min": 32, "max": 512, "tooltip": "Width of each filmstrip frame in pixels."}),
+                "boundary": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.5,
+                                       "tooltip": "Dashed ±reference lines on the min/max plot (0: none)." + SCALED}),
+            },
+        }
+
+    @node_errors("Latent Trajectory")
+    def view(self, trajectory, latent, frames, tile_width, boundary):
+        require(hasattr(trajectory, "find_run"), "The trajectory input is not a Latent Lab trajectory record.",
+                "Connect the trajectory output of Latent Trajectory Recorder.")
+        samples = latent.get("samples") if isinstance(latent, dict) else None
+        run, matched = trajectory.find_run(samples)
+        require(run is not None,
+                "Nothing was recorded.",
+                "Connect the recorder's MODEL output to the sampler, and that sampler's LATENT output to this node.")
+        names = trajectory.channel_names
+        strip = filmstrip(run, frames, tile_width)
+        plot = plots(run, names, boundary)
+        report = summary(run, names)
+        report["matched_latent"] = matched
+        return ui_result((strip, plot, json.dumps(report)), text=summary_text(report, matched),
+                         images=preview_images(strip, "latentlab_film") + preview_images(plot, "latentlab_plot"))
+
+
+NODES = {
+    "LatentLabCenter": (LatentCenter, "Latent Center"),
+    "LatentLabSoftClamp": (LatentSoftClamp, "Latent Soft Clamp"),
+    "LatentLabMaximize": (LatentMaximize, "Latent Maximize"),
+    "LatentLabColorBalance": (LatentColorBalance, "Latent Color Balance"),
+    "LatentLabCorrection": (LatentCorrection, "Latent Correction"),
+    "LatentLabTrajectoryRecorder": (LatentTrajectoryRecorder, "Latent Trajectory Recorder"),
+    "LatentLabTrajectory": (LatentTrajectory, "Latent Trajectory"),
+}

@@ -1,0 +1,180 @@
+"""Sweep: every CFG value (and seed) in one batched sampling pass, and a labeled grid of the results."""
+from ..adapters.sweep_sampler import sampler_names, scheduler_names, sweep_sample
+from ..adapters.ui import preview_images
+from ..core import grid as grids
+from ..core.errors import require
+from ..core.sweep_grammar import SweepGrammarError, parse_values
+from ..core.sweep_plan import (ORDER_TEXT, check_cell_count, check_info, make_cells, settings_line,
+                               sweep_info)
+from ..core.validate import check_image
+from .common import CATEGORY, node_errors, samples_of, ui_result
+
+AREA = f"{CATEGORY}/Sweep"
+MODEL_BATCH = ("all cells", "per cell (exact)")
+SEED_MAX = 0xFFFF_FFFF_FFFF_FFFF
+
+
+def parse_axes(cfg_values: str, seeds: str, seed: int) -> tuple:
+    cfgs = parse_values(cfg_values, "cfg")
+    seed_list = parse_values(seeds, "seed", base_seed=seed) if seeds.strip() else [seed]
+    return cfgs, seed_list
+
+
+class CFGSweepSampler:
+    DESCRIPTION = ("Samples every CFG value of a list (and optionally several seeds) in one batched pass. Each "
+                   "cell gets the noise, sigmas and CFG arithmetic of a separate KSampler run with its seed and "
+                   "CFG; cells that share a seed share their first model evaluation, and CFG 1 skips the "
+                   "negative pass. Output order: " + ORDER_TEXT + ".")
+    CATEGORY = AREA
+    FUNCTION = "sweep"
+    RETURN_TYPES = ("LATENT", "SWEEP_INFO", "STRING")
+    RETURN_NAMES = ("latent", "sweep_info", "labels")
+    OUTPUT_TOOLTIPS = (
+        "One latent per cell, seed-major: all CFG values of the first seed, then of the next seed.",
+        "Axes, values, labels, cell order, fixed settings and run figures; connect it to Sweep Grid.",
+        "The cell labels, one per line, in cell order (e.g. 'CFG 7.5' or 'CFG 7.5 · seed 43').",
+    )
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("MODEL", {"tooltip": "The model used for denoising (patches such as RescaleCFG and "
+                                               "Latent Correction are applied per cell)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
+                                 "tooltip": "The seed of every cell, unless the seeds list below adds a seed axis."}),
+                "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Sampling steps (as KSampler)."}),
+                "cfg_values": ("STRING", {"default": "3, 5, 7, 9, 11", "tooltip":
+                               "The CFG values to sweep, A1111 style: '3, 5.5, 7'; '2-12 [6]' (6 values from 2 "
+                               "to 12); '2-12 (+2)' (step 2); mixed: '1, 4-8 (+2), 12'. Values 0-100, each once."}),
+                "sampler_name": (sampler_names(), {"tooltip": "The sampler (as KSampler). Ancestral and SDE "
+                                                              "samplers get per-cell noise equal to separate runs."}),
+                "scheduler": (scheduler_names(), {"tooltip": "The scheduler (as KSampler)."}),
+                "positive": ("CONDITIONING", {"tooltip": "What to include (one prompt)."}),
+                "negative": ("CONDITIONING", {"tooltip": "What to exclude (one prompt)."}),
+                "latent_image": ("LATENT", {"tooltip": "The starting latent, batch 1 (Empty Latent Image for "
+                                                       "text-to-image, a VAE Encode for img2img)."}),
+                "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                      "tooltip": "How much to denoise (as KSampler); below 1 for img2img."}),
+                "seeds": ("STRING", {"default": "", "tooltip":
+                          "Optional second axis (grid rows). Empty: only the seed above. '+4': the seed and the next "
+                          "3. Or a list: '1, 5, 9', '100-103'."}),
+                "max_batch": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip":
+                              "Most cells sampled together. 0: as many as ComfyUI's free-memory estimate allows. "
+                              "Results do not depend on it."}),
+                "model_batch": (list(MODEL_BATCH), {"default": MODEL_BATCH[0], "tooltip":
+                                "all cells: one model call covers every cell of a chunk (fastest); each cell matches "
+                                "a separate KSampler run up to float rounding of batched kernels (about 1e-6 of the "
+                                "latent's range). per cell (exact): one model call per cell, in the batch a KSampler "
+                                "run uses, so every cell is bitwise equal to a separate run; about as fast on a CPU, "
+                                "slower on a GPU."}),
+                "max_cells": ("INT", {"default": 64, "min": 1, "max": 4096, "tooltip":
+                              "Refuse sweeps with more cells than this (CFG values x seeds), so a typo cannot start "
+                              "a huge run. Raise it for big grids."}),
+            },
+        }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, cfg_values=None, seeds=None):
+        try:
+            if isinstance(cfg_values, str):
+                parse_values(cfg_values, "cfg")
+            if isinstance(seeds, str) and seeds.strip():
+                parse_values(seeds, "seed")
+        except SweepGrammarError as error:
+            return f"CFG Sweep Sampler: {error}"
+        return True
+
+    @node_errors("CFG Sweep Sampler")
+    def sweep(self, model, seed, steps, cfg_values, sampler_name, scheduler, positive, negative, latent_image,
+              denoise, seeds, max_batch, model_batch, max_cells):
+        samples = samples_of(latent_image)
+        require(model_batch in MODEL_BATCH, f"Unknown model_batch '{model_batch}'.",
+                f"Use one of: {', '.join(MODEL_BATCH)}.")
+        require(samples.shape[0] == 1,
+                f"The latent_image has a batch of {samples.shape[0]}; a sweep starts from one latent and makes "
+                "the batch itself (one item per cell).",
+                "Use Empty Latent Image with batch_size 1, or pick one item with Latent From Batch.")
+        cfgs, seed_list = parse_axes(cfg_values, seeds, seed)
+        check_cell_count(len(cfgs) * len(seed_list), max_cells)
+        cells = make_cells(cfgs, seed_list)
+        result, run = sweep_sample(model, positive, negative, latent_image, cells, steps, sampler_name,
+                                   scheduler, denoise, max_batch, per_cell=model_batch == MODEL_BATCH[1])
+        settings = {"sampler": sampler_name, "scheduler": scheduler, "steps": steps, "denoise": denoise,
+                    "seed": seed, "model_batch": model_batch}
+        info = sweep_info(cfgs, seed_list, cells, settings, run, cfg_values, seeds)
+        out = {k: v for k, v in latent_image.items() if k not in ("samples", "batch_index")}
+        out["samples"] = result
+        labels = "\n".join(cell.label for cell in cells)
+        return ui_result((out, info, labels), text=summary(info))
+
+
+def summary(info: dict) -> str:
+    run = info["run"]
+    x, y = info["axes"]["x"], info["axes"]["y"]
+    lines = [f"{len(info['cells'])} cells: {len(x['values'])} CFG x {len(y['values'])} seed "
+             f"({info['order']}) · chunks {run['chunks']}",
+             f"model rows evaluated {run['rows_evaluated']} of {run['rows_separate_runs']} for separate runs "
+             f"({run['rows_shared']} shared) · step noise: {run['noise']}"]
+    return "\n".join(lines)
+
+
+class SweepGrid:
+    DESCRIPTION = ("Lays decoded sweep cells out as one labeled grid: CFG values as columns ('CFG 7.5'), seeds as "
+                   "rows, axis titles and an optional footer with the fixed settings. Uses Pillow's built-in "
+                   "font; refuses grids above a pixel budget.")
+    CATEGORY = AREA
+    FUNCTION = "grid"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("grid",)
+    OUTPUT_TOOLTIPS = ("The labeled grid, one image [1, H, W, 3].",)
+    OUTPUT_NODE = True
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE", {"tooltip": "The decoded sweep latent (VAE Decode of the sampler's latent), "
+                                                "one image per cell in the sweep's order."}),
+                "sweep_info": ("SWEEP_INFO", {"tooltip": "The sweep_info output of CFG Sweep Sampler."}),
+                "footer": ("BOOLEAN", {"default": True, "tooltip": "Add a footer line with sampler, scheduler, "
+                                                                   "steps, denoise (and the seed for one row)."}),
+                "cell_scale": ("FLOAT", {"default": 1.0, "min": 0.05, "max": 1.0, "step": 0.05,
+                                         "tooltip": "Shrink every cell by this factor (for big sweeps)."}),
+                "label_size": ("INT", {"default": 0, "min": 0, "max": 128, "tooltip":
+                               "Label font size in pixels; 0 picks one from the cell size."}),
+                "max_megapixels": ("FLOAT", {"default": 32.0, "min": 1.0, "max": 512.0, "step": 1.0, "tooltip":
+                                   "Refuse grids larger than this many megapixels (lower cell_scale instead)."}),
+            },
+        }
+
+    @node_errors("Sweep Grid")
+    def grid(self, images, sweep_info, footer, cell_scale, label_size, max_megapixels):
+        info = check_info(sweep_info)
+        images = check_image(images)
+        cells = len(info["cells"])
+        require(images.shape[0] == cells,
+                f"The images input has {images.shape[0]} images but the sweep has {cells} cells.",
+                "Decode the sweep's whole latent (VAE Decode) and connect that IMAGE, without filtering.")
+        width, height = grids.scaled_size(images.shape[2], images.shape[1], cell_scale)
+        spec = grid_spec(info, width, height, footer, label_size)
+        budget = int(max_megapixels * 1e6)
+        grids.check_budget(grids.layout(spec), budget)
+        picture = grids.draw_grid(grids.resize_images(images, width, height), spec, budget)
+        return ui_result((picture,), images=preview_images(picture, "latentlab_sweep"))
+
+
+def grid_spec(info: dict, width: int, height: int, footer: bool, label_size: int) -> grids.GridSpec:
+    x, y = info["axes"]["x"], info["axes"]["y"]
+    many_rows = len(y["values"]) > 1
+    return grids.GridSpec(
+        rows=len(y["values"]), cols=len(x["values"]), cell_width=width, cell_height=height,
+        col_labels=x["labels"], row_labels=y["labels"] if many_rows else None,
+        x_title=x["title"], y_title=y["title"] if many_rows else None,
+        footer=[settings_line(info)] if footer else [], font_size=label_size)
+
+
+NODES = {
+    "LatentLabCFGSweep": (CFGSweepSampler, "CFG Sweep Sampler"),
+    "LatentLabSweepGrid": (SweepGrid, "Sweep Grid"),
+}

@@ -1,0 +1,51 @@
+// The browser's sweep grammar against the vectors the Python grammar is tested with.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+
+import { parseValues, SweepGrammarError, sweepPreview, shortList, formatNumber } from "../../js/lib/sweep_grammar.js";
+
+const vectors = JSON.parse(readFileSync(new URL("../vectors/sweep_grammar.json", import.meta.url), "utf8"));
+
+for (const [index, vector] of vectors.entries()) {
+  const label = `${index}: ${vector.kind} ${JSON.stringify(vector.text).slice(0, 40)}`;
+  test(label, () => {
+    if ("error" in vector) {
+      assert.throws(() => parseValues(vector.text, vector.kind, vector.base ?? 0),
+        (error) => error instanceof SweepGrammarError && error.kind === vector.error && error.problem.length > 0 && error.fix.length > 0);
+      return;
+    }
+    const values = parseValues(vector.text, vector.kind, vector.base ?? 0);
+    if (vector.kind === "seed") assert.deepEqual(values, vector.values.map((v) => BigInt(v)));
+    else assert.deepEqual(values, vector.values);
+  });
+}
+
+test("the vectors cover every error kind and both axes", () => {
+  const kinds = new Set(vectors.filter((v) => v.error).map((v) => v.error));
+  for (const kind of ["empty", "syntax", "range", "duplicate", "too_many", "count", "zero_step", "step_direction", "not_integer", "relative", "non_finite"]) {
+    assert.ok(kinds.has(kind), kind);
+  }
+});
+
+test("seeds keep full 64-bit precision", () => {
+  assert.deepEqual(parseValues("18446744073709551614-18446744073709551615", "seed"), [18446744073709551614n, 18446744073709551615n]);
+  assert.deepEqual(parseValues("+2", "seed", 18446744073709551614n), [18446744073709551614n, 18446744073709551615n]);
+  assert.throws(() => parseValues("+3", "seed", 18446744073709551614n), (e) => e.kind === "range");
+});
+
+test("sweepPreview counts cells as CFG values × seeds", () => {
+  assert.equal(sweepPreview("3, 5, 7", "", 42).cells, 3);
+  const both = sweepPreview("2-12 [6]", "+4", 10);
+  assert.equal(both.cells, 24);
+  assert.deepEqual(both.seeds, [10n, 11n, 12n, 13n]);
+  assert.equal(sweepPreview("1-64", "1, 2", 0, 64).tooMany, true);
+  assert.equal(sweepPreview("3,,4", "", 0).error.kind, "syntax");
+});
+
+test("shortList and formatNumber print like the Python grammar", () => {
+  assert.equal(formatNumber(0.30000000000000004), "0.3");
+  assert.equal(formatNumber(7), "7");
+  assert.equal(shortList([1, 2, 3]), "1, 2, 3");
+  assert.equal(shortList(Array.from({ length: 30 }, (_, i) => i)), "0, 1, 2, 3, 4, 5, 6, 7, 8, …, 28, 29");
+});

@@ -1,0 +1,134 @@
+"""Latent spot repair (core): interpolation properties, mask and report inputs, influence before and after."""
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import probe_doubles as D
+from latent_lab.core import probe as P
+from latent_lab.core import spot_repair as R
+from latent_lab.core.errors import LatentLabInputError
+
+
+@pytest.fixture(scope="module")
+def flawed():
+    return D.AutoencoderKL(flawed=True, seed=1)
+
+
+def planted_case(model, size=96, seed=0):
+    callables = D.plain_callables(model)
+    image = D.random_images(1, size, seed=seed)
+    mean, _ = callables["encode_moments"](image.movedim(-1, 1))
+    cells = torch.zeros(1, *mean.shape[2:], dtype=torch.bool)
+    cells[(0, *model.planted_cell(image.movedim(-1, 1)))] = True
+    return callables, mean, cells
+
+
+@pytest.mark.parametrize("method", R.METHODS)
+def test_repair_lowers_the_planted_cells_far_field_influence(method, flawed):
+    for seed in range(4):
+        callables, mean, cells = planted_case(flawed, seed=seed)
+        y, x = cells[0].nonzero()[0].tolist()
+        repaired = R.repair(mean, cells, method)
+        before = P.far_field_brute(callables["decode"], mean, 3, max_batch=128)
+        assert float(before[y, x]) > 50 * float(before.median())
+        after = P.far_field_verify(callables["decode"], repaired, [(y, x)], cells[0], 3, decodes=8)
+        exact_after = after["cells"][0]["influence"]  # all 4 channel directions: the cell's exact value
+        assert exact_after < 0.2 * float(before[y, x])
+        typical_after = sorted(s["influence"] for s in after["samples"])[len(after["samples"]) // 2]
+        assert exact_after < 5 * typical_after, seed  # an ordinary cell again, among the repaired latent's cells
+        changed = (repaired != mean).any(1)[0]
+        assert changed.nonzero().tolist() == [[y, x]]
+
+
+def test_reprobe_reports_before_and_after(flawed):
+    callables, mean, cells = planted_case(flawed, seed=3)
+    repaired = R.repair(mean, cells, "harmonic")
+    result = R.reprobe(callables["decode"], mean, repaired, cells, 3, decodes=8)
+    row = result["cells"][0]
+    assert row["before_ratio"] > 50 and row["after_ratio"] < 5
+    assert result["decoder_equivalent_passes"] == 16
+    assert "->" in R.reprobe_text(result)
+    json.dumps(result)
+
+
+def test_repair_does_not_mutate_and_keeps_other_cells():
+    samples = torch.randn(2, 4, 10, 12)
+    copy = samples.clone()
+    cells = torch.zeros(2, 10, 12, dtype=torch.bool)
+    cells[0, 3, 4] = cells[1, 0, 0] = cells[1, 9, 11] = True
+    out = R.repair(samples, cells, "harmonic")
+    assert torch.equal(samples, copy)
+    assert torch.equal(out[~cells[:, None].expand_as(out)], samples[~cells[:, None].expand_as(samples)])
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.integers(5, 14), st.integers(5, 14), st.floats(-3, 3), st.floats(-3, 3))
+def test_harmonic_fill_reproduces_linear_fields_inside(seed, height, width, slope_y, slope_x):
+    """A linear field is discrete-harmonic, so masked interior cells come back exactly."""
+    generator = torch.Generator().manual_seed(seed)
+    y, x = torch.meshgrid(torch.arange(height).double(), torch.arange(width).double(), indexing="ij")
+    field = torch.stack([slope_y * y + slope_x * x + c for c in range(4)])
+    mask = torch.rand(height, width, generator=generator) < 0.3
+    mask[0], mask[-1], mask[:, 0], mask[:, -1] = False, False, False, False
+    if not mask.any():
+        mask[height // 2, width // 2] = True
+    filled = R.harmonic_fill(field, mask)
+    assert torch.allclose(filled, field, atol=1e-8)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 10_000), st.sampled_from(R.METHODS))
+def test_fill_stays_within_the_unmasked_range(seed, method):
+    """Maximum principle: a filled value never leaves the range of the known cells (per channel)."""
+    generator = torch.Generator().manual_seed(seed)
+    grid = torch.randn(3, 9, 11, generator=generator, dtype=torch.float64)
+    mask = torch.rand(9, 11, generator=generator) < 0.4
+    if mask.all():
+        mask[0, 0] = False
+    if not mask.any():
+        mask[4, 5] = True
+    fill = R.harmonic_fill if method == "harmonic" else R.inverse_distance_fill
+    out = fill(grid, mask)
+    known = grid[:, ~mask]
+    assert (out[:, mask] >= known.min(1).values[:, None] - 1e-9).all()
+    assert (out[:, mask] <= known.max(1).values[:, None] + 1e-9).all()
+
+
+def test_inverse_distance_reproduces_constants_and_reaches_far():
+    grid = torch.full((4, 12, 12), 2.5, dtype=torch.float64)
+    mask = torch.ones(12, 12, dtype=torch.bool)
+    mask[11, 11] = False
+    assert torch.allclose(R.inverse_distance_fill(grid, mask), grid)
+
+
+def test_cells_from_mask_accepts_latent_and_pixel_sizes():
+    pixel = torch.zeros(1, 64, 80)
+    pixel[0, 17, 33] = 1.0  # inside cell (2, 4)
+    cells = R.cells_from_mask(pixel, 8, 10)
+    assert cells.shape == (1, 8, 10) and cells.nonzero().tolist() == [[0, 2, 4]]
+    assert torch.equal(R.cells_from_mask(cells[0].float(), 8, 10), cells)
+    with pytest.raises(LatentLabInputError, match="MASK is 70x64"):
+        R.cells_from_mask(torch.zeros(1, 64, 70), 8, 10)
+
+
+def test_cells_from_report(flawed):
+    image = D.random_images(1, 96, seed=2)
+    report = P.probe(P.ProbeVAE(**D.plain_callables(flawed)), image, P.ProbeOptions()).report
+    cells = R.cells_from_report(json.dumps(report), 12, 12)
+    assert cells[0].nonzero().tolist() == [list(flawed.planted_cell(image.movedim(-1, 1)))]
+    with pytest.raises(LatentLabInputError, match="12x12-cell latent but this latent is 16x16"):
+        R.cells_from_report(json.dumps(report), 16, 16)
+    with pytest.raises(LatentLabInputError, match="not a VAE Anomaly Probe report"):
+        R.cells_from_report('{"flags": 3}', 12, 12)
+
+
+@pytest.mark.parametrize("cells,message", [
+    (torch.zeros(1, 6, 6, dtype=torch.bool), "No cell is marked"),
+    (torch.ones(1, 6, 6, dtype=torch.bool), "Every cell"),
+    (torch.ones(3, 6, 6, dtype=torch.bool), "3 items but the latent batch has 2"),
+])
+def test_bad_repair_requests(cells, message):
+    with pytest.raises(LatentLabInputError, match=message):
+        R.repair(torch.randn(2, 4, 6, 6), cells)

@@ -1,0 +1,192 @@
+"""The sweep value-list grammar: shared vectors, round trip, counts, order, bounds, strict errors."""
+import json
+import math
+import os
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from latent_lab.core.errors import LatentLabInputError
+from latent_lab.core.sweep_grammar import (CFG_RANGE, MAX_VALUES, SEED_RANGE, SweepGrammarError, format_number,
+                                           format_values, label_number, parse_values)
+
+VECTORS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectors", "sweep_grammar.json")
+with open(VECTORS_PATH) as _handle:
+    VECTORS = json.load(_handle)
+ERROR_KINDS = {"empty", "syntax", "zero_step", "step_direction", "count", "range", "non_finite", "not_integer",
+               "duplicate", "too_many", "relative"}
+FAST = settings(max_examples=80, deadline=None)
+
+cfg_numbers = st.integers(0, 10000).map(lambda k: k / 100)
+seed_numbers = st.integers(*SEED_RANGE)
+
+
+def vector_id(vector: dict) -> str:
+    return f"{vector['kind']}:{vector['text'][:24]!r}"
+
+
+def test_vectors_file_is_simple_and_covers_every_error_kind():
+    assert isinstance(VECTORS, list) and len(VECTORS) >= 40
+    for vector in VECTORS:
+        assert set(vector) <= {"text", "kind", "values", "error", "base"}
+        assert vector["kind"] in ("cfg", "seed") and isinstance(vector["text"], str)
+        assert ("values" in vector) != ("error" in vector)
+    assert {v["error"] for v in VECTORS if "error" in v} == ERROR_KINDS
+
+
+@pytest.mark.parametrize("vector", [v for v in VECTORS if "values" in v], ids=vector_id)
+def test_vector_values(vector):
+    got = parse_values(vector["text"], vector["kind"], vector.get("base", 0))
+    assert len(got) == len(vector["values"])
+    assert all(abs(a - b) <= 1e-9 for a, b in zip(got, vector["values"]))
+    assert all(isinstance(v, int if vector["kind"] == "seed" else float) for v in got)
+
+
+@pytest.mark.parametrize("vector", [v for v in VECTORS if "error" in v], ids=vector_id)
+def test_vector_errors(vector):
+    with pytest.raises(SweepGrammarError) as caught:
+        parse_values(vector["text"], vector["kind"], vector.get("base", 0))
+    assert caught.value.kind == vector["error"]
+    assert isinstance(caught.value, LatentLabInputError) and caught.value.problem and caught.value.fix
+
+
+@pytest.mark.parametrize("vector", [v for v in VECTORS if "values" in v], ids=vector_id)
+def test_vector_values_round_trip_through_text(vector):
+    values = parse_values(vector["text"], vector["kind"], vector.get("base", 0))
+    assert parse_values(format_values(values, vector["kind"]), vector["kind"]) == values
+
+
+@FAST
+@given(st.lists(cfg_numbers, min_size=1, max_size=40, unique=True))
+def test_cfg_round_trip(values):
+    text = format_values(values, "cfg")
+    assert parse_values(text, "cfg") == values
+
+
+@FAST
+@given(st.lists(st.integers(0, 10 ** 12).map(lambda k: k / 10 ** 10), min_size=1, max_size=12, unique=True))
+def test_cfg_round_trip_with_ten_decimals(values):
+    assert parse_values(format_values(values, "cfg"), "cfg") == values
+
+
+@FAST
+@given(st.lists(seed_numbers, min_size=1, max_size=40, unique=True))
+def test_seed_round_trip(values):
+    assert parse_values(format_values(values, "seed"), "seed") == values
+
+
+@FAST
+@given(st.integers(0, 300), st.integers(1, 40), st.integers(1, 8))
+def test_even_runs_are_written_as_ranges(start, count, step):
+    count = min(count, (400 - start) // step + 1)
+    values = [(start + i * step) / 4 for i in range(count)]
+    text = format_values(values, "cfg")
+    assert parse_values(text, "cfg") == values
+    if count >= 3:
+        assert "," not in text
+
+
+@FAST
+@given(cfg_numbers, cfg_numbers, st.integers(2, 60))
+def test_count_ranges(a, b, count):
+    text = f"{format_number(a)}-{format_number(b)} [{count}]"
+    if a == b:
+        with pytest.raises(SweepGrammarError) as caught:
+            parse_values(text, "cfg")
+        assert caught.value.kind == "duplicate"
+        return
+    values = parse_values(text, "cfg")
+    assert len(values) == count and values[0] == a and values[-1] == b
+    spacing = (b - a) / (count - 1)
+    assert all(abs((v2 - v1) - spacing) <= 1e-8 for v1, v2 in zip(values, values[1:]))
+    assert all(min(a, b) <= v <= max(a, b) for v in values)
+
+
+@FAST
+@given(cfg_numbers, cfg_numbers, st.integers(1, 2000).map(lambda k: k / 100))
+def test_step_ranges(a, b, step):
+    signed = step if b >= a else -step
+    text = f"{format_number(a)}-{format_number(b)} ({'+' if signed > 0 else '-'}{format_number(step)})"
+    if math.floor(abs(b - a) / step + 1e-9) + 1 > MAX_VALUES:
+        return
+    values = parse_values(text, "cfg")
+    assert len(values) == (1 if a == b else math.floor((b - a) / signed + 1e-9) + 1)
+    assert values[0] == a
+    assert all(min(a, b) - 1e-9 <= v <= max(a, b) + 1e-9 for v in values)
+    assert all(abs((v2 - v1) - signed) <= 1e-8 for v1, v2 in zip(values, values[1:]))
+    # the end is included exactly when it lies on the step grid
+    assert (abs(values[-1] - b) <= 1e-8) == (abs(round((b - a) / signed) * signed - (b - a)) <= 1e-8)
+
+
+@FAST
+@given(cfg_numbers, cfg_numbers, st.integers(1, 50).map(lambda k: k / 10))
+def test_wrong_step_direction_is_refused(a, b, step):
+    if a == b:
+        return
+    wrong = "-" if b > a else "+"
+    with pytest.raises(SweepGrammarError) as caught:
+        parse_values(f"{format_number(a)}-{format_number(b)} ({wrong}{format_number(step)})", "cfg")
+    assert caught.value.kind == "step_direction"
+
+
+@FAST
+@given(st.lists(cfg_numbers, min_size=1, max_size=10, unique=True),
+       st.lists(cfg_numbers, min_size=1, max_size=10, unique=True))
+def test_order_is_kept_across_items(first, second):
+    if set(first) & set(second):
+        return
+    text = format_values(first, "cfg") + ", " + format_values(second, "cfg")
+    assert parse_values(text, "cfg") == first + second
+
+
+@FAST
+@given(st.integers(SEED_RANGE[0], SEED_RANGE[1]), st.integers(1, 64))
+def test_relative_seeds(base, count):
+    if base + count - 1 > SEED_RANGE[1]:
+        with pytest.raises(SweepGrammarError) as caught:
+            parse_values(f"+{count}", "seed", base)
+        assert caught.value.kind == "range"
+        return
+    assert parse_values(f"+{count}", "seed", base) == list(range(base, base + count))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789.,-+[]() x", max_size=24), st.sampled_from(["cfg", "seed"]))
+def test_any_text_parses_within_bounds_or_fails_cleanly(text, kind):
+    try:
+        values = parse_values(text, kind, 5)
+    except SweepGrammarError as error:
+        assert error.kind in ERROR_KINDS
+        return
+    low, high = CFG_RANGE if kind == "cfg" else SEED_RANGE
+    assert 1 <= len(values) <= MAX_VALUES
+    assert len(set(values)) == len(values)
+    assert all(low <= v <= high and math.isfinite(v) for v in values)
+
+
+@FAST
+@given(st.floats(0, 100, allow_nan=False))
+def test_cfg_values_are_rounded_to_ten_decimals(value):
+    text = f"{value:.14f}"
+    assert parse_values(text, "cfg") == [round(float(text), 10)]
+
+
+def test_number_formatting_never_uses_exponents():
+    assert format_number(0.00001) == "0.00001"
+    assert format_number(7.0) == "7" and format_number(7.5) == "7.5" and format_number(0.0) == "0"
+    assert format_number(12345678901234567890) == "12345678901234567890"
+    assert label_number(3.3333333333) == "3.3333" and label_number(7.0) == "7"
+
+
+def test_messages_name_the_item_and_how_to_fix():
+    with pytest.raises(SweepGrammarError) as caught:
+        parse_values("3, 5, 2-12 (-2)", "cfg")
+    assert "item 3" in caught.value.problem and "(+2)" in caught.value.fix
+    with pytest.raises(SweepGrammarError) as caught:
+        parse_values("3, 150", "cfg")
+    assert "150" in caught.value.problem and "0 and 100" in caught.value.fix
+
+
+def test_unknown_kind_is_a_programming_error():
+    with pytest.raises(ValueError):
+        parse_values("3", "steps")

@@ -1,0 +1,59 @@
+"""CFG Sweep Sampler input validation (everything that is refused before sampling starts)."""
+import pytest
+import torch
+
+from latent_lab.core.errors import LatentLabInputError
+from latent_lab.nodes.sweep import CFGSweepSampler, parse_axes
+
+
+def run(latent=None, cfg_values="3, 7", seeds="", max_cells=64, seed=5):
+    latent = latent if latent is not None else {"samples": torch.zeros(1, 4, 8, 8)}
+    return CFGSweepSampler().sweep(None, seed, 4, cfg_values, "euler", "normal", [], [], latent, 1.0, seeds, 0,
+                                   "all cells", max_cells)
+
+
+def test_batch_of_more_than_one_latent_is_refused():
+    with pytest.raises(LatentLabInputError, match="CFG Sweep Sampler: The latent_image has a batch of 2") as caught:
+        run({"samples": torch.zeros(2, 4, 8, 8)})
+    assert "Latent From Batch" in caught.value.fix
+
+
+@pytest.mark.parametrize("cfg_values,seeds,match", [
+    ("3, x", "", "not a number"),
+    ("3, 150", "", "outside 0..100"),
+    ("", "", "CFG list is empty"),
+    ("3, 3", "", "appears twice"),
+    ("2-12 (-2)", "", "points away"),
+    ("3", "1.5", "not a whole number"),
+    ("3", "+2, 7", "whole seed list"),
+])
+def test_bad_lists_are_refused_with_the_node_name(cfg_values, seeds, match):
+    with pytest.raises(LatentLabInputError, match=match) as caught:
+        run(cfg_values=cfg_values, seeds=seeds)
+    assert str(caught.value).startswith("Latent Lab · CFG Sweep Sampler:")
+    message = CFGSweepSampler.VALIDATE_INPUTS(cfg_values=cfg_values, seeds=seeds)
+    assert isinstance(message, str) and "CFG Sweep Sampler" in message
+
+
+def test_non_finite_latent_is_refused():
+    with pytest.raises(LatentLabInputError, match="NaN"):
+        run({"samples": torch.full((1, 4, 8, 8), float("nan"))})
+
+
+def test_more_cells_than_the_limit_is_refused():
+    with pytest.raises(LatentLabInputError, match="65 cells, more than max_cells \\(64\\)"):
+        run(cfg_values="1-65")
+    with pytest.raises(LatentLabInputError, match="12 cells, more than max_cells \\(10\\)"):
+        run(cfg_values="1-6", seeds="+2", max_cells=10)
+
+
+def test_validate_inputs_accepts_good_lists_and_linked_inputs():
+    assert CFGSweepSampler.VALIDATE_INPUTS(cfg_values="2-12 [6]", seeds="+4") is True
+    assert CFGSweepSampler.VALIDATE_INPUTS(cfg_values="7", seeds="") is True
+    assert CFGSweepSampler.VALIDATE_INPUTS() is True
+
+
+def test_axes_follow_the_seed_widget():
+    assert parse_axes("3, 7", "", 42) == ([3.0, 7.0], [42])
+    assert parse_axes("3", "+3", 42) == ([3.0], [42, 43, 44])
+    assert parse_axes("3", " 1, 9 ", 42) == ([3.0], [1, 9])

@@ -1,0 +1,101 @@
+"""Sweep cells, their order and labels, chunk planning and the SWEEP_INFO value."""
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from latent_lab.core.errors import LatentLabInputError
+from latent_lab.core.sweep_plan import (Cell, check_cell_count, check_info, chunk_capacity, make_cells, plan_chunks,
+                                        settings_line, state_bytes_per_cell, sweep_info)
+
+FAST = settings(max_examples=120, deadline=None)
+
+
+def test_cells_are_seed_major_with_labels():
+    cells = make_cells([3.0, 5.5, 7.0], [42, 43])
+    assert [(c.seed, c.cfg) for c in cells] == [(42, 3.0), (42, 5.5), (42, 7.0), (43, 3.0), (43, 5.5), (43, 7.0)]
+    assert [c.index for c in cells] == list(range(6))
+    assert all(c.index == c.row * 3 + c.col for c in cells)
+    assert cells[4].label == "CFG 5.5 · seed 43"
+    assert [c.label for c in make_cells([7.5, 12.0], [1])] == ["CFG 7.5", "CFG 12"]
+
+
+def test_cell_limit():
+    check_cell_count(64, 64)
+    with pytest.raises(LatentLabInputError, match="max_cells"):
+        check_cell_count(65, 64)
+
+
+def test_capacity_from_memory_and_max_batch():
+    assert chunk_capacity(10_000, 1_000) == 10
+    assert chunk_capacity(10_000, 1_000, max_batch=4) == 4
+    assert chunk_capacity(10, 1_000) == 1          # never below one cell
+    assert chunk_capacity(10_000, 0, max_batch=0) > 10 ** 6
+    assert state_bytes_per_cell(4 * 8 * 8) == 4 * 8 * 8 * 4 * 12
+
+
+@FAST
+@given(st.integers(1, 6), st.integers(1, 12), st.integers(1, 40))
+def test_chunks_cover_cells_in_order_within_capacity(rows, cols, capacity):
+    groups = [r for r in range(rows) for _ in range(cols)]
+    chunks = plan_chunks(groups, capacity)
+    assert [i for chunk in chunks for i in chunk] == list(range(rows * cols))
+    assert all(1 <= len(chunk) <= capacity for chunk in chunks)
+    if cols <= capacity:
+        # whole seed rows stay together, in as few chunks as whole rows allow, spread evenly
+        for chunk in chunks:
+            rows_in = {groups[i] for i in chunk}
+            assert sum(groups.count(r) for r in rows_in) == len(chunk)
+        rows_per_chunk = [len(chunk) // cols for chunk in chunks]
+        assert len(chunks) == -(-rows // (capacity // cols))
+        assert max(rows_per_chunk) - min(rows_per_chunk) <= 1
+    else:
+        # a row larger than the capacity is split evenly and chunks never mix rows
+        for chunk in chunks:
+            assert len({groups[i] for i in chunk}) == 1
+        sizes = [len(c) for c in chunks if groups[c[0]] == 0]
+        assert max(sizes) - min(sizes) <= 1 and len(sizes) == -(-cols // capacity)
+
+
+@FAST
+@given(st.integers(1, 64), st.integers(1, 64))
+def test_one_row_splits_into_the_fewest_even_chunks(cells, capacity):
+    chunks = plan_chunks([0] * cells, capacity)
+    sizes = [len(c) for c in chunks]
+    assert len(chunks) == -(-cells // capacity)
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_whole_rows_are_packed_evenly():
+    groups = [0] * 4 + [1] * 4 + [2] * 4
+    assert [len(c) for c in plan_chunks(groups, 8)] == [8, 4]
+    assert [len(c) for c in plan_chunks(groups, 12)] == [12]
+    assert [len(c) for c in plan_chunks(groups, 5)] == [4, 4, 4]
+    assert [len(c) for c in plan_chunks(groups, 3)] == [2, 2, 2, 2, 2, 2]
+    with pytest.raises(LatentLabInputError):
+        plan_chunks(groups, 0)
+
+
+def test_info_is_json_and_names_axes_cells_and_settings():
+    cells = make_cells([3.0, 7.5], [10, 11, 12])
+    run = {"chunks": [6], "rows_evaluated": 1, "rows_separate_runs": 2, "rows_shared": 1, "noise": "x"}
+    info = sweep_info([3.0, 7.5], [10, 11, 12], cells,
+                      {"sampler": "euler", "scheduler": "normal", "steps": 20, "denoise": 1.0, "seed": 10},
+                      run, "3, 7.5", "+3")
+    assert json.loads(json.dumps(info)) == info
+    assert info["axes"]["x"]["labels"] == ["CFG 3", "CFG 7.5"]
+    assert info["axes"]["y"]["values"] == [10, 11, 12] and info["axes"]["y"]["text"] == "+3"
+    assert [c["index"] for c in info["cells"]] == list(range(6)) and info["cells"][3]["seed"] == 11
+    assert check_info(info) is info
+    assert settings_line(info) == "euler · normal · 20 steps · denoise 1"
+    one_seed = sweep_info([3.0], [5], make_cells([3.0], [5]), {"steps": 8, "denoise": 0.5}, run)
+    assert settings_line(one_seed) == "8 steps · denoise 0.5 · seed 5"
+    for bad in (None, {}, {"version": 99, "axes": {}, "cells": []}, "json"):
+        with pytest.raises(LatentLabInputError, match="SWEEP_INFO"):
+            check_info(bad)
+
+
+def test_cell_is_immutable():
+    cell = Cell(0, 0, 0, 7.0, 1, "CFG 7")
+    with pytest.raises(Exception):
+        cell.cfg = 8.0
