@@ -76,6 +76,12 @@ def channel_means(x: torch.Tensor) -> torch.Tensor:
     return _cells(_work(x)).mean(dim=2)
 
 
+def _pixel_reach(cells: torch.Tensor, shift: float) -> torch.Tensor:
+    """[B, C, N] -> [B, N] max over channels of |x - shift|, in one fused reduction (no |x| temporary)."""
+    centered = cells if shift == 0 else cells - shift
+    return torch.linalg.vector_norm(centered, ord=math.inf, dim=1)
+
+
 def _extremes(values: torch.Tensor, dim: int) -> tuple:
     # amin and amax each run far faster than aminmax on the CPU
     return values.amin(dim=dim), values.amax(dim=dim)
@@ -107,8 +113,9 @@ def _clamp_values(values: torch.Tensor, t: torch.Tensor, b: torch.Tensor, top: t
                   bottom: torch.Tensor) -> torch.Tensor:
     """The blog's map on scaled values: [t, top] onto [t, b] above, [-bottom, -t] onto [-b, -t] below."""
     room = b - t
-    upper = t + (values - t) * room / (top - t).clamp(min=1e-12)
-    lower = -t + (values + t) * room / (bottom - t).clamp(min=1e-12)
+    # Ratio first: (v - t) * room could underflow to zero for tiny v and flip a sign; the ratio is in (0, 1].
+    upper = t + (values - t) * (room / (top - t).clamp(min=1e-12))
+    lower = -t + (values + t) * (room / (bottom - t).clamp(min=1e-12))
     return torch.where(values > t, upper, torch.where(values < -t, lower, values))
 
 
@@ -135,8 +142,7 @@ def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, m
     out = cells.clone()
     if not strength:
         return out.view_as(work).to(x.dtype)
-    low, high = _extremes(cells, 1)                              # [B, N]: per pixel, across channels
-    reach = torch.maximum(high - shift, shift - low)             # per pixel max |x - shift|, x's units
+    reach = _pixel_reach(cells, shift)                           # [B, N]: per pixel max |x - shift|, x's units
     peak = reach.amax(dim=1) * scale                             # [B], scaled
     b = peak * boundary if relative else torch.full_like(peak, float(boundary))
     t = b * threshold if relative else torch.full_like(peak, float(threshold))
@@ -149,7 +155,8 @@ def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, m
     values = (original - shift) * scale
     tt, bb = t[items, None], b[items, None]
     if mode == "pixel":
-        top, bottom = (high[items, pixels, None] - shift) * scale, (shift - low[items, pixels, None]) * scale
+        top = (original.amax(dim=1, keepdim=True) - shift) * scale
+        bottom = (shift - original.amin(dim=1, keepdim=True)) * scale
     else:
         channel_low, channel_high = _extremes(cells, 2)          # [B, C]
         top, bottom = (channel_high[items] - shift) * scale, (shift - channel_low[items]) * scale
@@ -169,8 +176,9 @@ def maximize(x: torch.Tensor, boundary: float, channels: Sequence[int], strength
     require(len(channels) > 0, "Maximize needs at least one channel.")
     work = _work(x)
     chosen = list(channels)
-    low, high = _extremes(_cells(work), 2)
-    peak = torch.maximum(high - shift, shift - low)[:, chosen].amax(dim=1) * scale  # [B]
+    cells = _cells(work)
+    reach = torch.linalg.vector_norm(cells if shift == 0 else cells - shift, ord=math.inf, dim=2)  # [B, C]
+    peak = reach[:, chosen].amax(dim=1) * scale  # [B]
     # An item with no content in these channels stays as it is rather than having rounding noise blown up.
     factor = torch.where(peak > MIN_PEAK, boundary / peak.clamp(min=MIN_PEAK), torch.ones_like(peak))
     gain = torch.ones(x.shape[0], x.shape[1], dtype=torch.float32, device=peak.device)
