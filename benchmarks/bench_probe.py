@@ -188,7 +188,7 @@ def main():
           f"verify_decodes {args.verify_decodes}, map_passes {args.map_passes} (backward pass counted as "
           f"2 decoder passes)\n")
     print("| image | latent | mode | counted passes | wall s | s per decode | measured passes (wall / decode) "
-          "| peak memory GiB |")
+          "| peak memory GiB (GPU allocated, or process RSS on CPU) |")
     print("|---|---|---|---|---|---|---|---|")
     for size in [int(s) for s in args.sizes.split(",") if s.strip()]:
         decode = subprocess_json(args, ["--one", str(size), "decode"])

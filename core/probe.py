@@ -214,11 +214,11 @@ def cell_entry(stats: dict, y: int, x: int, downscale: int, offset: tuple, thres
         "magnitude": round(float(stats["magnitude"][y, x]), 4),
         "magnitude_z": round(float(stats["magnitude_z"][y, x]), 2),
     }
-    reasons = ["magnitude"] if entry["magnitude_z"] >= threshold else []
+    reasons = ["magnitude"] if float(stats["magnitude_z"][y, x]) >= threshold else []
     if "logvar" in stats:
         entry["logvar"] = round(float(stats["logvar"][y, x]), 3)
         entry["logvar_z"] = round(float(stats["logvar_z"][y, x]), 2)
-        if entry["logvar_z"] <= -threshold:
+        if float(stats["logvar_z"][y, x]) <= -threshold:
             reasons.insert(0, "logvar")
     entry["reasons"] = reasons
     return entry

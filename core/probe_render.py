@@ -50,14 +50,19 @@ def color_bar(colormap, width: int, low: float, high: float, labels: tuple, size
     return bar
 
 
-def ring_cells(draw: ImageDraw.ImageDraw, cells: list, cell: int, top: int) -> None:
+PAD = 16  # room around the map for rings and numbers at its edges
+
+
+def ring_cells(draw: ImageDraw.ImageDraw, cells: list, cell: int, left: int, top: int, columns: int) -> None:
     for number, (y, x) in enumerate(cells):
-        x0, y0 = x * cell - 2, top + y * cell - 2
-        x1, y1 = (x + 1) * cell + 1, top + (y + 1) * cell + 1
+        x0, y0 = left + x * cell - 2, top + y * cell - 2
+        x1, y1 = left + (x + 1) * cell + 1, top + (y + 1) * cell + 1
         draw.rectangle([x0 - 1, y0 - 1, x1 + 1, y1 + 1], outline=RING_EDGE, width=1)
         draw.rectangle([x0, y0, x1, y1], outline=RING, width=2)
-        if number < 9 and cell >= 8:
-            draw.text((x1 + 3, y0 - 2), str(number + 1), font=font(max(9, min(14, cell))), fill=RING)
+        if number < 9:
+            size = max(9, min(14, cell))
+            label_x = x1 + 3 if x < columns / 2 else x0 - 3 - size * 0.6
+            draw.text((label_x, y0 - 2), str(number + 1), font=font(size), fill=RING)
 
 
 def heatmap(values: torch.Tensor, colormap: str, low: float, high: float, title: list, bar_labels: tuple,
@@ -69,15 +74,16 @@ def heatmap(values: torch.Tensor, colormap: str, low: float, high: float, title:
     rgb = colorize(values.float().cpu(), colormap, low, high)
     tile = rgb.repeat_interleave(cell, 0).repeat_interleave(cell, 1)
     map_w, map_h = width * cell, height * cell
-    canvas_w = max(map_w, 256)
+    canvas_w = max(map_w + 2 * PAD, 256)
     band = text_height(len(title), size)
     bar = color_bar(colormap, canvas_w, low, high, bar_labels, size)
-    canvas = Image.new("RGB", (canvas_w, band + map_h + bar.size[1]), BACKGROUND)
-    canvas.paste(Image.fromarray((tile.numpy() * 255).round().astype(np.uint8)), (0, band))
-    canvas.paste(bar, (0, band + map_h))
+    canvas = Image.new("RGB", (canvas_w, band + map_h + 2 * PAD + bar.size[1]), BACKGROUND)
+    left = (canvas_w - map_w) // 2
+    canvas.paste(Image.fromarray((tile.numpy() * 255).round().astype(np.uint8)), (left, band + PAD))
+    canvas.paste(bar, (0, band + map_h + 2 * PAD))
     draw = ImageDraw.Draw(canvas)
     draw_lines(draw, (3, 2), title, size)
-    ring_cells(draw, marks, cell, band)
+    ring_cells(draw, marks, cell, left, band + PAD, width)
     return from_pil(canvas)[None]
 
 

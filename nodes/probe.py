@@ -12,10 +12,10 @@ PROBE_CATEGORY = f"{CATEGORY}/Probe"
 MAX_SEED = 2 ** 31 - 1
 
 
-def probe_total(mode: str, verify_decodes: int, map_passes: int, sweep: tuple, image, probed) -> int:
+def probe_total(mode: str, verify_decodes: int, map_passes: int, sweep: tuple, image, probed, channels: int) -> int:
     """Progress units: decoder-equivalent passes, plus one per sweep encode."""
     cells = (image.shape[1] // probed.downscale) * (image.shape[2] // probed.downscale)
-    return {"verify": verify_decodes, "map": map_passes, "brute": 2 * 4 * cells}[mode] + len(sweep)
+    return {"verify": verify_decodes, "map": map_passes, "brute": 2 * channels * cells}[mode] + len(sweep)
 
 
 class VAEAnomalyProbe:
@@ -61,7 +61,8 @@ class VAEAnomalyProbe:
     def run(self, vae, image, mode, threshold, radius, verify_decodes, map_passes, probe_seed, sweep_sizes, image_index):
         sizes = probe.parse_sizes(sweep_sizes)
         probed = probe_vae(vae)
-        progress = Progress(probe_total(mode, verify_decodes, map_passes, sizes, image, probed))
+        channels = int(getattr(vae, "latent_channels", 4))
+        progress = Progress(probe_total(mode, verify_decodes, map_passes, sizes, image, probed, channels))
         probed.tick = lambda n: progress.update(int(round(n)))
         options = probe.ProbeOptions(mode=mode, threshold=threshold, radius=radius, verify_decodes=verify_decodes,
                                      map_passes=map_passes, seed=probe_seed, sweep_sizes=sizes, image_index=image_index)

@@ -35,6 +35,9 @@ def all_specs() -> dict:
 
 
 def is_widget(spec: list) -> bool:
+    options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    if options.get("forceInput"):
+        return False
     return isinstance(spec[0], list) or spec[0] in WIDGET_TYPES or spec[0] == "COMBO"
 
 

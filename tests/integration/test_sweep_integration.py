@@ -3,9 +3,9 @@
 Two kinds of equality are checked. model_batch "per cell (exact)" evaluates the model in the batch a
 KSampler run uses, so every cell must be BITWISE equal to its separate run. "all cells" (the default)
 batches every cell into one model call; batched kernels round differently, so cells match up to float
-rounding. The bound for that is 1e-3 max abs on a real-scale latent; the random UNet's final latents
-are 10-25x larger than a real SD1.5's (hundreds of raw units instead of about +-30), so the bound is
-scaled by the reference's range: 1e-3 per 32 raw units (`close`).
+rounding: `close` allows 1e-3 max abs, or 1e-5 of the reference's range where that is larger. The random
+UNet's final latents span hundreds of raw units (a real SD1.5's about +-30); measured differences are about
+1e-6 of the range (1.5e-4 to 6e-4 max abs at 3 steps).
 """
 import io
 import os
@@ -34,7 +34,7 @@ STOCHASTIC = ["euler_ancestral", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp
 
 
 def close(sweep: torch.Tensor, reference: torch.Tensor) -> bool:
-    bound = 1e-3 * max(1.0, float(reference.abs().max()) / 32)
+    bound = max(1e-3, 1e-5 * float(reference.abs().max()))
     return float((sweep - reference).abs().max()) <= bound
 
 
