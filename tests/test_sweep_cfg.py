@@ -269,3 +269,50 @@ def test_scalar_timestep_is_accepted(scales):
                             lambda c, u, needs: cfg_combine(c, u, cfg_scale(scales, x)))
     for i, scale in enumerate(scales):
         assert torch.equal(out[i:i + 1], separate(x[i:i + 1], t.view(1), scale))
+
+
+# ---- patch guarding (adapter code that needs no ComfyUI) --------------------------------------------------------
+
+def test_a_patch_that_needs_one_number_gets_a_message_naming_it():
+    from latent_lab.adapters.sweep_sampler import PatchScaleError, guarded_options
+
+    def compares_scale(args):
+        return args["denoised"] * (2.0 if args["cond_scale"] > 3 else 1.0)
+
+    def per_item(args):
+        return args["denoised"] * args["cond_scale"]
+
+    options = guarded_options({"sampler_post_cfg_function": [per_item, compares_scale], "other": 1})
+    x = torch.randn((3,) + SHAPE)
+    args = {"denoised": x, "cond_scale": cfg_scale([1.0, 4.0, 7.0], x), "input": x}
+    assert torch.equal(options["sampler_post_cfg_function"][0](args), x * args["cond_scale"])
+    with pytest.raises(PatchScaleError) as caught:
+        options["sampler_post_cfg_function"][1](args)
+    assert "compares_scale" in caught.value.problem and "post-CFG function" in caught.value.problem
+    assert "Remove the patch" in caught.value.fix
+    assert options["other"] == 1
+
+
+def test_a_patch_that_drops_cells_is_caught_and_the_originals_are_untouched():
+    from latent_lab.adapters.sweep_sampler import PatchScaleError, guarded_options
+
+    def first_only(args):
+        return args["cond"][:1]
+
+    original = {"sampler_cfg_function": first_only}
+    options = guarded_options(original)
+    x = torch.randn((2,) + SHAPE)
+    with pytest.raises(PatchScaleError, match="returned shape"):
+        options["sampler_cfg_function"]({"cond": x, "input": x, "cond_scale": cfg_scale([2.0, 3.0], x)})
+    assert original["sampler_cfg_function"] is first_only
+
+
+def test_out_of_memory_is_not_blamed_on_the_scale():
+    from latent_lab.adapters.sweep_sampler import guarded_options
+
+    def runs_out(args):
+        raise torch.OutOfMemoryError("no memory")
+
+    options = guarded_options({"sampler_pre_cfg_function": [runs_out]})
+    with pytest.raises(torch.OutOfMemoryError):
+        options["sampler_pre_cfg_function"][0]({"input": torch.zeros(1)})
