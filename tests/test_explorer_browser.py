@@ -135,6 +135,13 @@ def test_a_threshold_above_the_boundary_is_reported_and_left_out(explorer):
     assert np.abs(canvas_rgb(page, "#preview").astype(int) - want["preview"]).max() <= 1
 
 
+def message_contains(page, text: str, timeout_ms: int = 10_000) -> bool:
+    """The page writes #message after an asynchronous read or fetch: wait for it rather than race it."""
+    page.wait_for_function("t => document.querySelector('#message').innerText.includes(t)", arg=text,
+                           timeout=timeout_ms)
+    return True
+
+
 def drop(page, name: str, data: bytes) -> None:
     page.evaluate("""([name, b64]) => {
         const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
@@ -161,12 +168,12 @@ def test_bad_files_and_paths_are_refused_with_a_reason(explorer):
     open_explorer(explorer)
     page = explorer.page
     drop(page, "notes.txt", b"hello")
-    assert "not a .latent file" in page.inner_text("#message")
+    assert message_contains(page, "not a .latent file")
     drop(page, "broken.latent", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}......")
-    assert "safetensors" in page.inner_text("#message")
+    assert message_contains(page, "safetensors")
     open_explorer(explorer, "?type=input&subfolder=..&filename=notes.latent")
     page.wait_for_function("!document.querySelector('#message').hidden && !document.querySelector('#message').textContent.startsWith('Loading')")
-    assert "leaves its folder" in page.inner_text("#message")
+    assert message_contains(page, "leaves its folder")
 
 
 def clipboard_as_workflow(clipboard: dict) -> dict:
@@ -203,7 +210,7 @@ def test_copy_nodes_gives_ready_latent_lab_nodes(explorer):
         names = [name for name, spec in specs[key]["input"]["required"].items() if isinstance(spec[0], list) or spec[0] in ("INT", "FLOAT", "STRING", "BOOLEAN")]
         assert node["type"] == key
         assert {n: v for n, v in zip(names, node["widgets_values"]) if n in values} == values
-    assert "Ctrl+V" in page.inner_text("#message")
+    assert message_contains(page, "Ctrl+V")
 
 
 def test_page_has_no_console_errors_and_keeps_a_screenshot(explorer):
