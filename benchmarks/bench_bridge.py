@@ -15,7 +15,6 @@ Targets (issue 4): affine and approximate at least 100x faster than the round tr
 Weights are random: this measures speed and memory, not quality.
 """
 import argparse
-import importlib.util
 import json
 import math
 import os
@@ -26,20 +25,16 @@ import sys
 import threading
 import time
 
+from common import load_pack  # noqa: E402  (benchmarks/ is the script's folder)
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "integration"))
+from random_models import SD_VAE  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ("vae_roundtrip", "affine", "conv", "approximate")
 TARGETS = {"affine": 100, "approximate": 100, "conv": 10}
-SD_VAE = {"double_z": True, "z_channels": 4, "resolution": 256, "in_channels": 3, "out_ch": 3, "ch": 128,
-          "ch_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_resolutions": [], "dropout": 0.0}
 
 
-def load_pack():
-    spec = importlib.util.spec_from_file_location("latent_lab", os.path.join(ROOT, "__init__.py"),
-                                                  submodule_search_locations=[ROOT])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["latent_lab"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def import_comfy(comfy_path: str, device: str):
@@ -56,7 +51,7 @@ def random_sd_vae(seed: int):
     import torch
     import comfy.sd
     from comfy.ldm.models.autoencoder import AutoencoderKL
-    model = AutoencoderKL(ddconfig=dict(SD_VAE), embed_dim=4)
+    model = AutoencoderKL(ddconfig=dict(SD_VAE), embed_dim=4)  # the architecture the integration tests build
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in model.named_parameters():

@@ -8,26 +8,19 @@ anomaly figures mean nothing on random weights). Each measurement runs in a fres
 memory is per measurement. Prints markdown tables.
 """
 import argparse
-import importlib.util
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 
+from common import load_pack, machine  # noqa: E402  (benchmarks/ is the script's folder)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VAE = os.path.join(os.path.expanduser("~"), ".cache", "latent-lab-it", "random_vae_s1_v1.safetensors")
 
 
-def load_pack():
-    spec = importlib.util.spec_from_file_location("latent_lab", os.path.join(ROOT, "__init__.py"),
-                                                  submodule_search_locations=[ROOT])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["latent_lab"] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def setup_comfy(comfy_path: str, cpu: bool):
@@ -142,16 +135,6 @@ def subprocess_json(args, extra: list) -> dict:
     return json.loads(lines[-1])
 
 
-def machine() -> str:
-    import torch
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return f"CPU: {cpu}, {os.cpu_count()} cores; GPU: {gpu}; torch {torch.__version__}; Python {platform.python_version()}"
 
 
 def main():

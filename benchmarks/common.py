@@ -25,7 +25,9 @@ def machine() -> str:
     except (OSError, StopIteration):
         pass
     threads = torch.get_num_threads()
-    return f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads), Python {platform.python_version()}"
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return (f"{cpu}, {os.cpu_count()} cores; GPU: {gpu}; torch {torch.__version__} ({threads} threads), "
+            f"Python {platform.python_version()}")
 
 
 def timed(function, repeats: int = 5, warmup: int = 1) -> tuple[float, float]:
