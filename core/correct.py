@@ -7,17 +7,21 @@ Thresholds and boundaries are in the units samplers use, (raw - shift) x scale, 
 scaled units (default: x is scaled already), so a node can correct a raw LATENT without a scaled copy.
 
 Center, maximize and color balance are one gain and offset per item and channel: a reduction, then one pass.
-Soft clamp only touches pixels with a value beyond the threshold: a reduction, a copy, and work on those pixels.
+Soft clamp is a few dense passes (see soft_clamp). The per-item figures between the reductions and the passes
+are a handful of numbers, computed in numpy on the host (see _host).
 """
+import functools
 import math
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from .errors import LatentLabInputError, require
 from .formats import LatentFormat, RgbAffine
+from .validate import check_finite
 
 OPERATIONS = ("soft_clamp", "center", "maximize", "color_balance")
 CLAMP_MODES = ("pixel", "channel")
@@ -31,6 +35,7 @@ FORMAT_DEFAULTS = {
 }
 DEFAULT_BOUNDARY = 4.0
 MIN_PEAK = 1e-12  # maximize leaves channels whose max|x| is below this alone
+TINY = 1e-30
 
 
 def _work(x: torch.Tensor) -> torch.Tensor:
@@ -38,28 +43,45 @@ def _work(x: torch.Tensor) -> torch.Tensor:
     return x.float()
 
 
+def _result(x: torch.Tensor, work: torch.Tensor) -> torch.Tensor:
+    """work as a new tensor of x's dtype."""
+    return work.clone() if work is x else work.to(x.dtype)
+
+
 def _cells(x: torch.Tensor) -> torch.Tensor:
     """[B, C, N]: a view when x is contiguous."""
     return x.reshape(x.shape[0], x.shape[1], -1)
 
 
-def _per_channel_view(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return values.view(*values.shape, *([1] * (x.ndim - 2)))
+def _host(values: torch.Tensor) -> np.ndarray:
+    """Per-item and per-channel figures ([B] or [B, C]) as float64 on the host.
+
+    The arithmetic on these few numbers runs in numpy: a torch call costs several microseconds whatever its
+    size, about a third of copying a whole [4, 4, 128, 128] latent on the CPU, and float64 is exact enough.
+    """
+    return values.detach().cpu().numpy().astype(np.float64)
 
 
-def _apply(x: torch.Tensor, work: torch.Tensor, gain: torch.Tensor | None, offset: torch.Tensor | None) -> torch.Tensor:
-    """gain * x + offset per item and channel ([B, C] each, None: 1 or 0) in one pass over the values."""
+def _on(values: np.ndarray, x: torch.Tensor) -> torch.Tensor:
+    """[B] or [B, C] host figures as a float32 tensor on x's device, shaped to broadcast against x."""
+    tensor = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32)).to(x.device)
+    return tensor.view(*values.shape, *([1] * (x.ndim - values.ndim)))
+
+
+def _apply(x: torch.Tensor, work: torch.Tensor, gain: np.ndarray | None, offset: np.ndarray | None) -> torch.Tensor:
+    """gain * x + offset per item and channel ([B, C] each, None: 1 or 0)."""
+    # Two plain passes: addcmul with broadcast operands is several times slower than mul then add on the CPU.
+    out = work if gain is None else work * _on(gain, work)
     if offset is not None:
-        offset = _per_channel_view(offset.to(work.device, torch.float32), work)
-    if gain is None:
-        return (work + offset).to(x.dtype)
-    gain = _per_channel_view(gain.to(work.device, torch.float32), work)
-    return (work * gain if offset is None else torch.addcmul(offset, work, gain)).to(x.dtype)
+        out = out + _on(offset, work) if out is work else out.add_(_on(offset, work))
+    return _result(x, out)
 
 
-def _from_scaled(gain: torch.Tensor, offset: torch.Tensor, scale: float, shift: float) -> torch.Tensor:
-    """The offset in x's units of y = gain * x_scaled + offset, x_scaled = (x - shift) * scale."""
-    return offset / scale + shift * (1 - gain)
+def _require_finite(x: torch.Tensor, *summaries: np.ndarray) -> None:
+    """The input check, folded into reductions the operation makes anyway: NaN and inf reach every mean, min
+    and max. A non-finite mean of finite values (a float32 overflow) passes the full check that follows it."""
+    if not all(np.isfinite(summary).all() for summary in summaries):
+        check_finite(x, "LATENT")
 
 
 def lerp(x: torch.Tensor, corrected: torch.Tensor, strength: float) -> torch.Tensor:
@@ -76,31 +98,36 @@ def channel_means(x: torch.Tensor) -> torch.Tensor:
     return _cells(_work(x)).mean(dim=2)
 
 
-def _reach(cells: torch.Tensor, shift: float, dim: int) -> torch.Tensor:
-    """max |x - shift| along dim, from amin and amax (vector_norm(ord=inf) is ~250x slower on the CPU)."""
-    low, high = _extremes(cells, dim)
-    return torch.maximum(high - shift, shift - low)
-
-
-def _extremes(values: torch.Tensor, dim: int) -> tuple:
-    # amin and amax each run far faster than aminmax on the CPU
-    return values.amin(dim=dim), values.amax(dim=dim)
+def _extremes(work: torch.Tensor) -> tuple:
+    """Each item's and channel's min and max, [B, C] on the host."""
+    cells = _cells(work)
+    # amin and amax each run far faster than aminmax (and than vector_norm(ord=inf)) on the CPU
+    return _host(cells.amin(dim=2)), _host(cells.amax(dim=2))
 
 
 # ---------------------------------------------------------------------------------------------- operations
+# reject_nonfinite: raise LatentLabInputError on NaN or inf input, found from the operation's own reduction
+# (the nodes use this instead of a separate scan of the whole latent).
 
 def center(x: torch.Tensor, channel_strengths: Sequence[float], global_strength: float = 1.0,
-           scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
-    """Subtract each channel's mean x its strength (0 leaves a channel alone), then the item's mean x global."""
+           scale: float = 1.0, shift: float = 0.0, reject_nonfinite: bool = False) -> torch.Tensor:
+    """Subtract each channel's mean x its strength (0 leaves a channel alone), then the item's mean x global.
+
+    Offsets are one per item and channel and do not depend on the scale: in x's units, with d = mean - shift,
+    offset = -d x s - global x mean over channels of d x (1 - s).
+    """
     require(len(channel_strengths) == x.shape[1],
             f"{len(channel_strengths)} channel strengths for a {x.shape[1]}-channel latent.")
     work = _work(x)
-    means = (channel_means(work) - shift) * scale
-    strengths = torch.tensor(channel_strengths, dtype=torch.float32, device=means.device)
-    offsets = -means * strengths
+    means = _host(_cells(work).mean(dim=2))
+    if reject_nonfinite:
+        _require_finite(x, means)
+    deviation = means - shift
+    kept = deviation * (1 - np.asarray(channel_strengths, dtype=np.float64))
+    offsets = kept - deviation
     if global_strength:
-        offsets = offsets - global_strength * (means + offsets).mean(dim=1, keepdim=True)
-    return _apply(x, work, None, offsets / scale)
+        offsets -= global_strength * kept.mean(axis=1, keepdims=True)
+    return _apply(x, work, None, offsets)
 
 
 def check_clamp_limits(threshold: float, boundary: float) -> None:
@@ -109,18 +136,28 @@ def check_clamp_limits(threshold: float, boundary: float) -> None:
             "Set the threshold below the boundary (the blog uses 3.5 and 4 in scaled units).")
 
 
-def _clamp_values(values: torch.Tensor, t: torch.Tensor, b: torch.Tensor, top: torch.Tensor,
-                  bottom: torch.Tensor) -> torch.Tensor:
-    """The blog's map on scaled values: [t, top] onto [t, b] above, [-bottom, -t] onto [-b, -t] below."""
-    room = b - t
-    # Ratio first: (v - t) * room could underflow to zero for tiny v and flip a sign; the ratio is in (0, 1].
-    upper = t + (values - t) * (room / (top - t).clamp(min=1e-12))
-    lower = -t + (values + t) * (room / (bottom - t).clamp(min=1e-12))
-    return torch.where(values > t, upper, torch.where(values < -t, lower, values))
+def _pull(reach, limit, start, upper: bool):
+    """The share of a value's excess over `start` that the clamp removes (numpy, or torch in place of reach).
+
+    1 - the blog's slope (b - t) / (M - t) with M = max(reach, b), written (M - b) / (M - t): exactly 0 wherever
+    the reach stays within the boundary b, so those values come out bit for bit. On the lower side (upper False)
+    reach is a minimum, M = min(reach, b) and b, t are the lower limits; the ratio is positive on both sides.
+    M - t is 0 only for an all-zero item in relative mode (b = t = 0): kept off zero, nothing moves there.
+    """
+    if isinstance(reach, np.ndarray):
+        beyond = np.maximum(reach - limit, 0) if upper else np.minimum(reach - limit, 0)
+        spread = beyond + (limit - start)
+        return beyond / (np.maximum(spread, TINY) if upper else np.minimum(spread, -TINY))
+    beyond = (reach - limit).clamp_(min=0) if upper else (reach - limit).clamp_(max=0)
+    spread = (reach.clamp_(min=limit) if upper else reach.clamp_(max=limit)).sub_(start)
+    if isinstance(limit, torch.Tensor):  # per-item limits (relative mode) can be all zero
+        spread = spread.clamp_(min=TINY) if upper else spread.clamp_(max=-TINY)
+    return beyond.div_(spread)
 
 
 def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, mode: str = "pixel",
-               relative: bool = False, strength: float = 1.0, scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
+               relative: bool = False, strength: float = 1.0, scale: float = 1.0, shift: float = 0.0,
+               reject_nonfinite: bool = False) -> torch.Tensor:
     """Map values beyond +-threshold onto [threshold, boundary] linearly, each side on its own.
 
     The range mapped is [threshold, max(M, boundary)], M being the largest value at that pixel across channels
@@ -129,6 +166,11 @@ def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, m
     exactly as it is (the blog's early exit, tied to the boundary rather than to a hard-coded 4).
     relative: boundary is a fraction of the item's max|x| and threshold a fraction of that boundary (the blog's
     first-steps clamp uses 0.998 and 0.998). Values that do not move are copied bit for bit.
+
+    Computed densely, x - pull x excess for every value, with no data-dependent indexing: on the CPU, finding
+    the few values that move (a comparison and nonzero) costs more than the arithmetic, and on a GPU it would
+    stall every sampling step. Work runs in x's units and in place where it can: on the CPU each fresh
+    latent-sized buffer costs about as much as a pass over it.
     """
     require(mode in CLAMP_MODES, f"Unknown soft clamp mode '{mode}'.", f"Use one of {CLAMP_MODES}.")
     if relative:
@@ -138,36 +180,33 @@ def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, m
     else:
         check_clamp_limits(threshold, boundary)
     work = _work(x)
-    cells = _cells(work)
-    out = cells.clone()
-    if not strength:
-        return out.view_as(work).to(x.dtype)
-    reach = _reach(cells, shift, 1)                              # [B, N]: per pixel max |x - shift|, x's units
-    peak = reach.amax(dim=1) * scale                             # [B], scaled
-    b = peak * boundary if relative else torch.full_like(peak, float(boundary))
-    t = b * threshold if relative else torch.full_like(peak, float(threshold))
-    # Only pixels with a channel beyond +-threshold, in items beyond the boundary, move.
-    limit = torch.where(peak > b, t / scale, torch.full_like(t, math.inf))
-    items, pixels = (reach > limit[:, None]).nonzero(as_tuple=True)
-    if items.numel() == 0:
-        return out.view_as(work).to(x.dtype)
-    original = cells[items, :, pixels]                           # [P, C]
-    values = (original - shift) * scale
-    tt, bb = t[items, None], b[items, None]
-    if mode == "pixel":
-        top = (original.amax(dim=1, keepdim=True) - shift) * scale
-        bottom = (shift - original.amin(dim=1, keepdim=True)) * scale
+    low, high = _extremes(work)
+    if reject_nonfinite:
+        _require_finite(x, low, high)
+    peak = np.maximum(high - shift, shift - low).max(axis=1) * scale      # [B], scaled
+    b = peak * boundary if relative else np.full_like(peak, boundary)     # [B], scaled
+    t = b * threshold if relative else np.full_like(peak, threshold)
+    if not strength or not (peak > b).any():
+        return _result(x, work)
+    # b and t in x's units, above and below the shift: [B] each
+    upper_b, upper_t, lower_b, lower_t = shift + b / scale, shift + t / scale, shift - b / scale, shift - t / scale
+    per_item = (lambda v: _on(v, work)) if relative else (lambda v: float(v[0]))
+    if mode == "channel":
+        pull_top = _on(_pull(high, upper_b[:, None], upper_t[:, None], True) * strength, work)
+        pull_bottom = _on(_pull(low, lower_b[:, None], lower_t[:, None], False) * strength, work)
     else:
-        channel_low, channel_high = _extremes(cells, 2)          # [B, C]
-        top, bottom = (channel_high[items] - shift) * scale, (shift - channel_low[items]) * scale
-    mapped = _clamp_values(values, tt, bb, torch.maximum(top, bb), torch.maximum(bottom, bb))
-    moved = lerp(values, mapped, strength) / scale + shift
-    out[items, :, pixels] = torch.where(values.abs() > tt, moved, original)
-    return out.view_as(work).to(x.dtype)
+        pull_top = _pull(work.amax(dim=1, keepdim=True), per_item(upper_b), per_item(upper_t), True)
+        pull_bottom = _pull(work.amin(dim=1, keepdim=True), per_item(lower_b), per_item(lower_t), False)
+        if strength != 1:
+            pull_top, pull_bottom = pull_top.mul_(strength), pull_bottom.mul_(strength)
+    # Two latent-sized buffers in all: on the CPU a fresh one can cost as much as the pass that fills it.
+    above = (work - per_item(upper_t)).clamp_(min=0).mul_(pull_top)
+    out = (work - per_item(lower_t)).clamp_(max=0).mul_(pull_bottom).add_(above)
+    return _result(x, torch.sub(work, out, out=out))
 
 
 def maximize(x: torch.Tensor, boundary: float, channels: Sequence[int], strength: float = 1.0,
-             scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
+             scale: float = 1.0, shift: float = 0.0, reject_nonfinite: bool = False) -> torch.Tensor:
     """Scale the chosen channels by one factor per item so their max|x| (scaled) equals the boundary.
 
     Items whose chosen channels are (almost) empty, max|x| <= MIN_PEAK, are left alone.
@@ -176,20 +215,22 @@ def maximize(x: torch.Tensor, boundary: float, channels: Sequence[int], strength
     require(len(channels) > 0, "Maximize needs at least one channel.")
     work = _work(x)
     chosen = list(channels)
-    cells = _cells(work)
-    reach = _reach(cells, shift, 2)  # [B, C]
-    peak = reach[:, chosen].amax(dim=1) * scale  # [B]
+    low, high = _extremes(work)                       # every channel, so NaN anywhere is seen
+    if reject_nonfinite:
+        _require_finite(x, low, high)
+    peak = np.maximum(high - shift, shift - low)[:, chosen].max(axis=1) * scale   # [B], scaled
     # An item with no content in these channels stays as it is rather than having rounding noise blown up.
-    factor = torch.where(peak > MIN_PEAK, boundary / peak.clamp(min=MIN_PEAK), torch.ones_like(peak))
-    gain = torch.ones(x.shape[0], x.shape[1], dtype=torch.float32, device=peak.device)
+    factor = np.where(peak > MIN_PEAK, boundary / np.maximum(peak, MIN_PEAK), 1.0)
+    gain = np.ones(low.shape)
     gain[:, chosen] = (1 + strength * (factor - 1))[:, None]
-    return _apply(x, work, gain, _from_scaled(gain, torch.zeros_like(gain), scale, shift) if shift else None)
+    # gain about the shift: y_scaled = gain * x_scaled means y = gain * x + shift * (1 - gain)
+    return _apply(x, work, gain, shift * (1 - gain) if shift else None)
 
 
 def mean_color(x: torch.Tensor, affine: RgbAffine) -> torch.Tensor:
     """Mean color of each item's unclamped linear preview, [B, 3]; affine maps x's units to RGB 0..1."""
-    means = channel_means(x).float()
-    return means @ affine.weight.to(x.device).float() + affine.bias.to(x.device).float()
+    means = channel_means(x)
+    return means @ affine.weight.to(means.device).float() + affine.bias.to(means.device).float()
 
 
 def neutral_of(colors: torch.Tensor) -> torch.Tensor:
@@ -198,35 +239,73 @@ def neutral_of(colors: torch.Tensor) -> torch.Tensor:
     return luma[:, None].expand(-1, 3)
 
 
-def balance_offsets(x: torch.Tensor, affine: RgbAffine, target: torch.Tensor | None,
-                    channels: Sequence[int]) -> torch.Tensor:
-    """[B, C] offsets in x's units, zero outside `channels`, of least norm that best move each preview mean to the
-    target. target: [3] or [B, 3] in 0..1, or None for each item's neutral gray. Exact whenever the chosen
-    channels' factor rows span RGB (3+ independent channels); a least-squares best fit otherwise.
+def _host_factors(affine: RgbAffine) -> tuple:
+    return _host(affine.weight), _host(affine.bias)
+
+
+@functools.lru_cache(maxsize=64)
+def _balance_map(weight: bytes, bias: bytes, channels: tuple, target: tuple | None) -> tuple:
+    """offsets = means @ matrix + vector, for factors (weight [C, 3], bias [3] as float64 bytes) and a target.
+
+    The preview mean is means @ W + bias, the wanted change (goal - current) is affine in it (neutral: the
+    luma gray minus the color), and the least-norm offsets are that change times pinv(W[channels]): so the
+    whole solve folds into one affine map of the channel means, computed once per factors and target.
+    """
+    w = np.frombuffer(weight, dtype=np.float64).reshape(-1, 3)
+    b = np.frombuffer(bias, dtype=np.float64)
+    lift = np.zeros((3, w.shape[0]))
+    lift[:, list(channels)] = np.linalg.pinv(w[list(channels)])
+    if target is None:
+        to_change = np.repeat(np.asarray(REC709_LUMA)[:, None], 3, axis=1) - np.eye(3)
+        return w @ to_change @ lift, b @ to_change @ lift
+    return -w @ lift, (np.asarray(target) - b) @ lift
+
+
+def balance_offsets(means: np.ndarray, affine: RgbAffine, target: torch.Tensor | None,
+                    channels: Sequence[int]) -> np.ndarray:
+    """[B, C] offsets (float64), in the units of the channel means `means` [B, C], zero outside `channels`, of
+    least norm that best move each preview mean to the target. target: [3] in 0..1, or None for each item's
+    neutral gray. Exact whenever the chosen channels' factor rows span RGB (3+ independent channels); a
+    least-squares best fit otherwise.
     """
     require(len(channels) > 0, "Color balance needs at least one channel.")
-    require(affine.channels == x.shape[1],
-            f"The latent has {x.shape[1]} channels but the factors '{affine.label}' expect {affine.channels}.",
+    require(affine.channels == means.shape[1],
+            f"The latent has {means.shape[1]} channels but the factors '{affine.label}' expect {affine.channels}.",
             "Pick factors made for this latent's format.")
-    # A few numbers: solved on the CPU in float64, whatever device x is on.
-    weight = affine.weight.detach().cpu().double()
-    current = channel_means(x).cpu().double() @ weight + affine.bias.detach().cpu().double()
-    goal = neutral_of(current) if target is None else \
-        torch.as_tensor(target, dtype=torch.float64).cpu().expand_as(current)
-    chosen = list(channels)
-    solution = (goal - current) @ torch.linalg.pinv(weight[chosen])     # [B, k]
-    offsets = torch.zeros(x.shape[0], x.shape[1], dtype=torch.float64)
-    offsets[:, chosen] = solution
-    return offsets.float().to(x.device)
+    goal = None if target is None else tuple(float(v) for v in torch.as_tensor(target).flatten())
+    require(goal is None or len(goal) == 3, "The target color needs three values (RGB).")
+    weight, bias = _host_factors(affine)
+    matrix, vector = _balance_map(weight.tobytes(), bias.tobytes(), tuple(channels), goal)
+    return means @ matrix + vector
 
 
-def color_balance(x: torch.Tensor, affine: RgbAffine, target: torch.Tensor | None,
-                  channels: Sequence[int], strength: float = 1.0) -> torch.Tensor:
+@dataclass(frozen=True)
+class Balanced:
+    """A color-balanced latent, and each item's linear-preview mean color before and after (float64 [B, 3])."""
+    latent: torch.Tensor
+    before: np.ndarray
+    after: np.ndarray
+
+
+def balance(x: torch.Tensor, affine: RgbAffine, target: torch.Tensor | None, channels: Sequence[int],
+            strength: float = 1.0, reject_nonfinite: bool = False) -> Balanced:
     """Shift chosen channels so each item's linear-preview mean color becomes the target (see balance_offsets).
 
     The affine takes x's units (raw values with fmt.rgb_affine, scaled ones with scaled_affine).
     """
-    return _apply(x, _work(x), None, balance_offsets(x, affine, target, channels) * strength)
+    work = _work(x)
+    means = _host(_cells(work).mean(dim=2))
+    if reject_nonfinite:
+        _require_finite(x, means)
+    offsets = balance_offsets(means, affine, target, channels) * strength
+    weight, bias = _host_factors(affine)
+    return Balanced(_apply(x, work, None, offsets), means @ weight + bias, (means + offsets) @ weight + bias)
+
+
+def color_balance(x: torch.Tensor, affine: RgbAffine, target: torch.Tensor | None,
+                  channels: Sequence[int], strength: float = 1.0) -> torch.Tensor:
+    """The balanced latent alone (see balance)."""
+    return balance(x, affine, target, channels, strength).latent
 
 
 def scaled_affine(affine: RgbAffine, fmt: LatentFormat) -> RgbAffine:

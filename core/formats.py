@@ -5,6 +5,7 @@ scaled = (raw - shift) * scale. Every factor set here maps SCALED latents to
 RGB in [-1, 1] (ComfyUI's convention); `RgbAffine` folds units and range into
 one affine map from RAW latents to RGB in [0, 1], which is what previews use.
 """
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -57,13 +58,18 @@ class LatentFormat:
         return self.factor_sets[name]
 
     def rgb_affine(self, name: str = "comfyui") -> RgbAffine:
-        factors = self.factor_set(name)
-        weights = torch.tensor(factors.weights, dtype=torch.float64)
-        bias = torch.tensor(factors.bias, dtype=torch.float64)
-        # (((raw - shift) * scale) @ W + b + 1) / 2, regrouped as raw @ W' + b'
-        weight = weights * self.scale / 2
-        offset = (bias + 1 - self.shift * self.scale * weights.sum(0)) / 2
-        return RgbAffine(weight.float(), offset.float(), f"{self.label} · {factors.name}")
+        return _raw_affine(self.factor_set(name), self.scale, self.shift, self.label)
+
+
+@functools.lru_cache(maxsize=32)
+def _raw_affine(factors: FactorSet, scale: float, shift: float, label: str) -> RgbAffine:
+    """Built once per format and factor set (nodes ask for it on every run); RgbAffine is never changed in place."""
+    weights = torch.tensor(factors.weights, dtype=torch.float64)
+    bias = torch.tensor(factors.bias, dtype=torch.float64)
+    # (((raw - shift) * scale) @ W + b + 1) / 2, regrouped as raw @ W' + b'
+    weight = weights * scale / 2
+    offset = (bias + 1 - shift * scale * weights.sum(0)) / 2
+    return RgbAffine(weight.float(), offset.float(), f"{label} · {factors.name}")
 
 
 def _blog_sdxl() -> FactorSet:

@@ -4,7 +4,8 @@ import torch
 from .errors import require
 
 
-def check_latent(samples) -> torch.Tensor:
+def check_latent(samples, finite: bool = True) -> torch.Tensor:
+    """finite=False leaves the NaN/inf scan to the caller (an operation that finds them in its own reduction)."""
     require(isinstance(samples, torch.Tensor),
             f"LATENT['samples'] must be a tensor, got {type(samples).__name__}.",
             "Connect a LATENT output (Empty Latent Image, VAE Encode, KSampler...).")
@@ -16,7 +17,8 @@ def check_latent(samples) -> torch.Tensor:
             f"LATENT is empty: shape {tuple(samples.shape)}.",
             "Every dimension must be at least 1.")
     require(samples.is_floating_point(), f"LATENT must hold floats, got {samples.dtype}.")
-    check_finite(samples, "LATENT")
+    if finite:
+        check_finite(samples, "LATENT")
     return samples
 
 

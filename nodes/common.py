@@ -51,10 +51,10 @@ MODEL_HINT = ("MODEL", {"tooltip": "Optional: the model that made this latent; i
 LATENT_INPUT = ("LATENT", {"tooltip": "The latent to inspect (every batch item is used)."})
 
 
-def samples_of(latent) -> torch.Tensor:
+def samples_of(latent, finite: bool = True) -> torch.Tensor:
     require(isinstance(latent, dict) and "samples" in latent,
             "The LATENT input is not a ComfyUI latent (a dict with 'samples').", "Connect a LATENT output.")
-    return check_latent(latent["samples"])
+    return check_latent(latent["samples"], finite)
 
 
 def latent_format(latent: dict, choice: str, model=None) -> LatentFormat:

@@ -1,5 +1,6 @@
 """Correct: center, soft-clamp, maximize and color-balance latents, on LATENTs and during sampling."""
 import json
+import math
 
 from ..adapters.comfy_objects import model_format_hint
 from ..adapters.correction_patch import TIMELINES, correction_model, trajectory_model
@@ -35,7 +36,8 @@ def strength_input(what: str) -> tuple:
 
 
 def _latent_and_format(latent, format_choice, model):
-    samples = samples_of(latent)
+    # NaN and inf are caught by each operation's own first reduction (reject_nonfinite), not a separate scan.
+    samples = samples_of(latent, finite=False)
     return samples, latent_format(latent, format_choice, model)
 
 
@@ -66,7 +68,7 @@ class LatentCenter:
     def center(self, latent, format, channels, channel_strength, global_strength, model=None):
         samples, fmt = _latent_and_format(latent, format, model)
         strengths = correct.parse_channels(channels, samples.shape[1], fmt, "center", channel_strength)
-        out = correct.center(samples, strengths, global_strength, scale=fmt.scale, shift=fmt.shift)
+        out = correct.center(samples, strengths, global_strength, fmt.scale, fmt.shift, reject_nonfinite=True)
         return (with_samples(latent, out, fmt),)
 
 
@@ -101,7 +103,8 @@ class LatentSoftClamp:
     @node_errors("Latent Soft Clamp")
     def clamp(self, latent, format, threshold, boundary, mode, strength, model=None):
         samples, fmt = _latent_and_format(latent, format, model)
-        out = correct.soft_clamp(samples, threshold, boundary, mode, strength=strength, scale=fmt.scale, shift=fmt.shift)
+        out = correct.soft_clamp(samples, threshold, boundary, mode, strength=strength, scale=fmt.scale,
+                                 shift=fmt.shift, reject_nonfinite=True)
         return (with_samples(latent, out, fmt),)
 
 
@@ -134,11 +137,13 @@ class LatentMaximize:
         samples, fmt = _latent_and_format(latent, format, model)
         chosen = correct.selected(correct.parse_channels(channels, samples.shape[1], fmt, "maximize"))
         require(chosen, "No channels chosen.", "Choose at least one channel, or 'auto'.")
-        out = correct.maximize(samples, boundary, chosen, strength, scale=fmt.scale, shift=fmt.shift)
+        out = correct.maximize(samples, boundary, chosen, strength, fmt.scale, fmt.shift, reject_nonfinite=True)
         return (with_samples(latent, out, fmt),)
 
 
 def _hex(rgb) -> str:
+    if not all(math.isfinite(v) for v in rgb):  # float overflow of absurdly large latents
+        return "(not finite)"
     return "#" + "".join(f"{round(min(max(float(v), 0.0), 1.0) * 255):02x}" for v in rgb)
 
 
@@ -176,17 +181,17 @@ class LatentColorBalance:
 
     @node_errors("Latent Color Balance")
     def balance(self, latent, format, factors, target, channels, strength, model=None):
-        samples = samples_of(latent)
+        samples = samples_of(latent, finite=False)
         goal = correct.parse_color(target)
         affine = rgb_affine(latent, factors, format, model)
         fmt = self._format(latent, format, model, channels)
         chosen = correct.selected(correct.parse_channels(channels, samples.shape[1], fmt, "color_balance"))
         require(chosen, "No channels chosen.", "Choose at least one channel, or 'auto'.")
         # Offsets commute with the units: raw values with raw-input factors give the scaled result exactly.
-        balanced = correct.color_balance(samples, affine, goal, chosen, strength)
-        before, after = correct.mean_color(samples, affine), correct.mean_color(balanced, affine)
-        text = "\n".join(f"item {i}: mean color {_hex(b)} -> {_hex(a)}" for i, (b, a) in enumerate(zip(before, after)))
-        return ui_result((with_samples(latent, balanced, fmt),), text=text)
+        result = correct.balance(samples, affine, goal, chosen, strength, reject_nonfinite=True)
+        text = "\n".join(f"item {i}: mean color {_hex(b)} -> {_hex(a)}"
+                          for i, (b, a) in enumerate(zip(result.before.tolist(), result.after.tolist())))
+        return ui_result((with_samples(latent, result.latent, fmt),), text=text)
 
     @staticmethod
     def _format(latent, format_choice, model, channels):

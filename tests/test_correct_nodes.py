@@ -86,11 +86,24 @@ def test_color_balance_node_half_strength_goes_half_way():
     lambda l: nodes.LatentMaximize().maximize(l, "sdxl", "auto", 4.0, 1.0),
     lambda l: nodes.LatentColorBalance().balance(l, "sdxl", "comfyui", "neutral", "auto", 1.0),
 ])
-def test_nan_latents_are_refused_with_the_node_name(call):
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("where", [(0, 1, 2, 3), (1, 3, 0, 0)])  # channel 3: one maximize 'auto' leaves alone
+def test_nan_latents_are_refused_with_the_node_name(call, bad, where):
     latent = sdxl_latent()
-    latent["samples"][0, 1, 2, 3] = float("nan")
-    with pytest.raises(LatentLabError, match=r"Latent Lab · Latent .*NaN"):
+    latent["samples"][where] = bad
+    with pytest.raises(LatentLabError, match=r"Latent Lab · Latent .*1 NaN or infinite"):
         call(latent)
+
+
+@pytest.mark.parametrize("call", [
+    lambda l: nodes.LatentCenter().center(l, "sdxl", "auto", 1.0, 1.0),
+    lambda l: nodes.LatentMaximize().maximize(l, "sdxl", "auto", 4.0, 1.0),
+    lambda l: nodes.LatentColorBalance().balance(l, "sdxl", "comfyui", "neutral", "auto", 1.0),
+])
+def test_huge_finite_latents_whose_sums_overflow_are_not_called_nan(call):
+    latent = sdxl_latent()
+    latent["samples"][:, :, :2] = 3e38  # every channel's sum overflows float32; no value is NaN or inf
+    call(latent)
 
 
 @pytest.mark.parametrize("key", ["sd3", "flux"])
