@@ -295,6 +295,12 @@ class SweepProgress:
         return step
 
 
+def per_cell_batches(model, auto: bool, exact: bool) -> bool:
+    """Whether to evaluate cells one at a time. auto: on a CPU, where batching gains little (about 7% per item
+    on 2 cores) and one cell at a time keeps every cell bitwise equal to its separate run."""
+    return exact or auto and torch.device(model.load_device).type == "cpu"
+
+
 def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: int, sampler_name: str,
                  scheduler: str, denoise: float, max_batch: int = 0, per_cell: bool = False) -> tuple:
     """Sample every cell; returns (raw samples [N, C, H, W] on the intermediate device, run info dict)."""

@@ -7,8 +7,9 @@ as the integration tests do):
 
 Modes, each (steps, mode) in its own subprocess so peak memory is its own:
   separate     one KSampler run per cell (nodes.common_ksampler, what the KSampler node calls)
-  sweep        CFG Sweep Sampler, model_batch "all cells" (the default)
-  sweep_exact  CFG Sweep Sampler, model_batch "per cell (exact)": bitwise equal to the separate runs
+  sweep        CFG Sweep Sampler, model_batch "all cells" (what the default "auto" picks on a GPU)
+  sweep_exact  CFG Sweep Sampler, model_batch "per cell (exact)" (what "auto" picks on a CPU): bitwise equal
+               to the separate runs
 Every subprocess loads the model and warms up with one 1-step run at the benchmark size before timing.
 Peak memory: above the level just before the timed run; resident memory sampled every 2 ms (CPU) or
 max_memory_allocated (CUDA). Targets (issue 6): sweep at most 0.92x the separate runs' time at 8 steps on a
@@ -93,7 +94,7 @@ def worker(args) -> dict:
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     import conftest  # noqa: F401  (loads the pack as `latent_lab`)
     from latent_lab.core.sweep_grammar import parse_values
-    from latent_lab.nodes.sweep import CFGSweepSampler, MODEL_BATCH
+    from latent_lab.nodes.sweep import BATCHED, EXACT, CFGSweepSampler
 
     model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(args.checkpoint, output_vae=False, output_clip=True)
     encode = nodes.CLIPTextEncode()
@@ -108,7 +109,7 @@ def worker(args) -> dict:
 
     def sweep(steps, exact):
         result = CFGSweepSampler().sweep(model, args.seed, steps, args.cfg_values, args.sampler, args.scheduler,
-                                         positive, negative, latent, 1.0, "", 0, MODEL_BATCH[1 if exact else 0], 64)
+                                         positive, negative, latent, 1.0, "", 0, EXACT if exact else BATCHED, 64)
         return result["result"][0]["samples"], result["result"][1]["run"]
 
     with torch.inference_mode():  # as ComfyUI runs nodes

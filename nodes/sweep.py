@@ -1,5 +1,5 @@
 """Sweep: every CFG value (and seed) in one batched sampling pass, and a labeled grid of the results."""
-from ..adapters.sweep_sampler import sampler_names, scheduler_names, sweep_sample
+from ..adapters.sweep_sampler import per_cell_batches, sampler_names, scheduler_names, sweep_sample
 from ..adapters.ui import preview_images
 from ..core import grid as grids
 from ..core.errors import require
@@ -10,7 +10,8 @@ from ..core.validate import check_image
 from .common import CATEGORY, node_errors, samples_of, ui_result
 
 AREA = f"{CATEGORY}/Sweep"
-MODEL_BATCH = ("all cells", "per cell (exact)")
+MODEL_BATCH = ("auto", "all cells", "per cell (exact)")
+AUTO, BATCHED, EXACT = MODEL_BATCH
 SEED_MAX = 0xFFFF_FFFF_FFFF_FFFF
 
 
@@ -62,12 +63,13 @@ class CFGSweepSampler:
                 "max_batch": ("INT", {"default": 0, "min": 0, "max": 4096, "tooltip":
                               "Most cells sampled together. 0: as many as ComfyUI's free-memory estimate allows. "
                               "Results do not depend on it."}),
-                "model_batch": (list(MODEL_BATCH), {"default": MODEL_BATCH[0], "tooltip":
-                                "all cells: one model call covers every cell of a chunk (fastest); each cell matches "
-                                "a separate KSampler run up to float rounding of batched kernels (about 1e-6 of the "
-                                "latent's range). per cell (exact): one model call per cell, in the batch a KSampler "
-                                "run uses, so every cell is bitwise equal to a separate run; about as fast on a CPU, "
-                                "slower on a GPU."}),
+                "model_batch": (list(MODEL_BATCH), {"default": AUTO, "tooltip":
+                                "all cells: one model call covers every cell of a chunk (fastest, most of all on a "
+                                "GPU); each cell matches a separate KSampler run up to float rounding of batched "
+                                "kernels (about 1e-6 of the latent's range). per cell (exact): one model call per "
+                                "cell, in the batch a KSampler run uses, so every cell is bitwise equal to a "
+                                "separate run. auto: per cell on a CPU (where batching gains little), all cells "
+                                "on a GPU."}),
                 "max_cells": ("INT", {"default": 64, "min": 1, "max": 4096, "tooltip":
                               "Refuse sweeps with more cells than this (CFG values x seeds), so a typo cannot start "
                               "a huge run. Raise it for big grids."}),
@@ -98,8 +100,9 @@ class CFGSweepSampler:
         cfgs, seed_list = parse_axes(cfg_values, seeds, seed)
         check_cell_count(len(cfgs) * len(seed_list), max_cells)
         cells = make_cells(cfgs, seed_list)
+        per_cell = per_cell_batches(model, auto=model_batch == AUTO, exact=model_batch == EXACT)
         result, run = sweep_sample(model, positive, negative, latent_image, cells, steps, sampler_name,
-                                   scheduler, denoise, max_batch, per_cell=model_batch == MODEL_BATCH[1])
+                                   scheduler, denoise, max_batch, per_cell=per_cell)
         settings = {"sampler": sampler_name, "scheduler": scheduler, "steps": steps, "denoise": denoise,
                     "seed": seed, "model_batch": model_batch}
         info = sweep_info(cfgs, seed_list, cells, settings, run, cfg_values, seeds)
@@ -113,7 +116,7 @@ def summary(info: dict) -> str:
     run = info["run"]
     x, y = info["axes"]["x"], info["axes"]["y"]
     lines = [f"{len(info['cells'])} cells: {len(x['values'])} CFG x {len(y['values'])} seed "
-             f"({info['order']}) · chunks {run['chunks']}",
+             f"({info['order']}) · chunks {run['chunks']} · model batch: {run['model_batch']}",
              f"model rows evaluated {run['rows_evaluated']} of {run['rows_separate_runs']} for separate runs "
              f"({run['rows_shared']} shared) · step noise: {run['noise']}"]
     return "\n".join(lines)

@@ -57,3 +57,25 @@ def test_axes_follow_the_seed_widget():
     assert parse_axes("3, 7", "", 42) == ([3.0, 7.0], [42])
     assert parse_axes("3", "+3", 42) == ([3.0], [42, 43, 44])
     assert parse_axes("3", " 1, 9 ", 42) == ([3.0], [1, 9])
+
+
+class PatcherOn:
+    """What per_cell_batches reads of ComfyUI's ModelPatcher: the device the model runs on."""
+    def __init__(self, device: str):
+        self.load_device = torch.device(device)
+
+
+@pytest.mark.parametrize("device, auto, exact, expected", [
+    ("cpu", True, False, True),      # auto on a CPU: one cell at a time, bitwise equal to separate runs
+    ("cuda", True, False, False),    # auto on a GPU: every cell of a chunk in one model call
+    ("cpu", False, False, False),    # all cells
+    ("cuda", False, True, True),     # per cell (exact)
+])
+def test_auto_model_batch_evaluates_per_cell_on_a_cpu_only(device, auto, exact, expected):
+    from latent_lab.adapters.sweep_sampler import per_cell_batches
+    assert per_cell_batches(PatcherOn(device), auto=auto, exact=exact) is expected
+
+
+def test_model_batch_defaults_to_auto():
+    spec = CFGSweepSampler.INPUT_TYPES()["required"]["model_batch"]
+    assert spec[0] == ["auto", "all cells", "per cell (exact)"] and spec[1]["default"] == "auto"

@@ -1,11 +1,11 @@
 """CFG sweep inside real ComfyUI with a random-weight SD1.5 UNet: equal to separate KSampler runs.
 
-Two kinds of equality are checked. model_batch "per cell (exact)" evaluates the model in the batch a
-KSampler run uses, so every cell must be BITWISE equal to its separate run. "all cells" (the default)
-batches every cell into one model call; batched kernels round differently, so cells match up to float
-rounding: `close` allows 1e-3 max abs, or 1e-5 of the reference's range where that is larger. The random
-UNet's final latents span hundreds of raw units (a real SD1.5's about +-30); measured differences are about
-1e-6 of the range (1.5e-4 to 6e-4 max abs at 3 steps).
+Two kinds of equality are checked. model_batch "per cell (exact)" (and "auto", which picks it on a CPU)
+evaluates the model in the batch a KSampler run uses, so every cell must be BITWISE equal to its separate
+run. "all cells" batches every cell into one model call; batched kernels round differently, so cells match
+up to float rounding. The posted-prompt sampler test holds them to the issue's 1e-3 max abs; elsewhere
+`close` allows 1e-3, or 1e-5 of the reference's range where that is larger: the random UNet's final latents
+span hundreds of raw units (a real SD1.5's about +-30), and the rounding grows with them.
 """
 import io
 import os
@@ -18,9 +18,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from latent_lab.core.grid import layout
-from latent_lab.nodes.sweep import CFGSweepSampler, MODEL_BATCH, grid_spec
+from latent_lab.nodes.sweep import AUTO, BATCHED, EXACT, CFGSweepSampler, grid_spec
 
-BATCHED, EXACT = MODEL_BATCH
 SIZE = 64
 POSITIVE, NEGATIVE = "a lighthouse on a cliff, oil painting", "blurry, low quality"
 # ComfyUI samplers without per-step noise (after the starting noise).
@@ -98,7 +97,7 @@ def test_sweep_equals_separate_ksampler_prompts(comfy_server, random_sd15_checkp
     for i, cfg in enumerate((1.0, 4.5)):
         reference = saved_latent(comfy_server, outputs, f"save_k{i}")
         assert torch.isfinite(reference).all()
-        assert close(swept[i:i + 1], reference), \
+        assert max_diff(swept[i:i + 1], reference) <= 1e-3, \
             f"{sampler} CFG {cfg}: {max_diff(swept[i:i + 1], reference)} (range {reference.abs().max():.1f})"
     summary = outputs["sweep"]["text"][0]
     assert "2 cells" in summary and "shared" in summary
@@ -111,6 +110,14 @@ def test_exact_sweep_is_bitwise_equal_to_ksampler_prompts(comfy_server, random_s
     for i, cfg in enumerate((1.0, 4.5)):
         reference = saved_latent(comfy_server, outputs, f"save_k{i}")
         assert torch.equal(swept[i:i + 1], reference), f"{sampler} CFG {cfg}: {max_diff(swept[i:i + 1], reference)}"
+
+
+def test_default_model_batch_on_a_cpu_server_is_bitwise_equal(comfy_server, random_sd15_checkpoint):
+    outputs = comfy_server.run(sampler_prompt(random_sd15_checkpoint, "dpmpp_2m", AUTO), timeout=900)
+    swept = saved_latent(comfy_server, outputs, "save_sweep")
+    for i in range(2):
+        assert torch.equal(swept[i:i + 1], saved_latent(comfy_server, outputs, f"save_k{i}"))
+    assert "model batch: per cell" in outputs["sweep"]["text"][0]
 
 
 def test_grid_comes_back_from_a_posted_prompt(comfy_server, random_sd15_checkpoint):
@@ -237,6 +244,18 @@ def test_batched_stochastic_sampler_is_close_to_separate_runs(sd15):
     for cell in info["cells"]:
         reference = ksampler(model, positive, negative, "dpmpp_2m_sde", cell["cfg"], cell["seed"], 3)
         assert close(samples[cell["index"]:cell["index"] + 1], reference)
+
+
+@pytest.mark.parametrize("model_batch", [BATCHED, EXACT])
+def test_adaptive_sampler_runs_one_cell_per_chunk_and_equals_separate_runs(sd15, model_batch):
+    # dpm_adaptive picks each step from an error norm over its whole batch: batched cells would steer each other
+    model, positive, negative = sd15
+    samples, info = sweep(model, positive, negative, "dpm_adaptive", "1, 6", 4, 3, model_batch=model_batch)
+    assert info["run"]["chunks"] == [1, 1] and info["run"]["noise"].startswith("batch-coupled")
+    for cell in info["cells"]:
+        reference = ksampler(model, positive, negative, "dpm_adaptive", cell["cfg"], cell["seed"], 3)
+        assert torch.equal(samples[cell["index"]:cell["index"] + 1], reference), \
+            f"{model_batch} {cell['label']}: {max_diff(samples[cell['index']:cell['index'] + 1], reference)}"
 
 
 def test_chunking_gives_the_same_cells_as_one_chunk(sd15):
