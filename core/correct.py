@@ -202,7 +202,7 @@ def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, m
     # Two latent-sized buffers in all: on the CPU a fresh one can cost as much as the pass that fills it.
     above = (work - per_item(upper_t)).clamp_(min=0).mul_(pull_top)
     out = (work - per_item(lower_t)).clamp_(max=0).mul_(pull_bottom).add_(above)
-    return _result(x, torch.sub(work, out, out=out))
+    return _result(x, out.neg_().add_(work))  # work - out, in place (out= refuses tensors that need grad)
 
 
 def maximize(x: torch.Tensor, boundary: float, channels: Sequence[int], strength: float = 1.0,

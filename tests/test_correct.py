@@ -382,3 +382,11 @@ def test_soft_clamp_copies_unmoved_values_bit_for_bit_in_raw_units():
     out = correct.soft_clamp(raw, 2.5, 3.0, "pixel", scale=scale, shift=shift)
     unmoved = ((raw - shift) * scale).abs() <= 2.5
     assert torch.equal(out[unmoved], raw[unmoved]) and not torch.equal(out, raw)
+
+
+@pytest.mark.parametrize("name", ["soft_clamp_pixel", "soft_clamp_channel", "soft_clamp_relative", "maximize"])
+def test_operations_accept_tensors_that_require_grad(name):
+    # some ComfyUI samplers (uni_pc) hand the post-CFG hook an x0 that is part of an autograd graph
+    x = (torch.randn(2, 4, 6, 6) * 3).requires_grad_()
+    out = _unit_operations(1, 0, 1.0)[name](x * 1)
+    torch.testing.assert_close(out.detach(), _unit_operations(1, 0, 1.0)[name](x.detach()))
