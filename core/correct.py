@@ -169,8 +169,7 @@ def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, m
 
     Computed densely, x - pull x excess for every value, with no data-dependent indexing: on the CPU, finding
     the few values that move (a comparison and nonzero) costs more than the arithmetic, and on a GPU it would
-    stall every sampling step. Work runs in x's units and in place where it can: on the CPU each fresh
-    latent-sized buffer costs about as much as a pass over it.
+    stall every sampling step. Work runs in x's units and in place where it can.
     """
     require(mode in CLAMP_MODES, f"Unknown soft clamp mode '{mode}'.", f"Use one of {CLAMP_MODES}.")
     if relative:
