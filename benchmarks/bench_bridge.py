@@ -16,19 +16,17 @@ Weights are random: this measures speed and memory, not quality.
 """
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
-import threading
 import time
 
-from common import load_pack  # noqa: E402  (benchmarks/ is the script's folder)
+from common import PeakMemory, load_pack  # noqa: E402  (benchmarks/ is the script's folder)
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "integration"))
-from random_models import SD_VAE  # noqa: E402
+from random_models import vae_state_dict  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ("vae_roundtrip", "affine", "conv", "approximate")
@@ -47,20 +45,9 @@ def import_comfy(comfy_path: str, device: str):
 
 
 def random_sd_vae(seed: int):
-    """comfy.sd.VAE with SD1.x/SDXL architecture (they share it) and variance-preserving random weights."""
-    import torch
+    """comfy.sd.VAE with SD1.x/SDXL architecture (they share it) and random weights, as the integration tests build."""
     import comfy.sd
-    from comfy.ldm.models.autoencoder import AutoencoderKL
-    model = AutoencoderKL(ddconfig=dict(SD_VAE), embed_dim=4)  # the architecture the integration tests build
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.ndim >= 2:
-                bound = math.sqrt(3.0 / param[0].numel())
-                param.copy_((torch.rand(param.shape, generator=generator) * 2 - 1) * bound)
-            else:
-                param.fill_(0.0 if name.endswith("bias") else 1.0)
-    return comfy.sd.VAE(sd=model.state_dict())
+    return comfy.sd.VAE(sd=vae_state_dict(seed))
 
 
 def mmap_threshold(size: int) -> None:
@@ -70,46 +57,6 @@ def mmap_threshold(size: int) -> None:
         ctypes.CDLL("libc.so.6").mallopt(-3, size)  # M_MMAP_THRESHOLD
     except (OSError, AttributeError):
         pass
-
-
-class PeakMemory:
-    """Peak memory above the starting level during a `with` block, in bytes."""
-
-    def __init__(self, device: str):
-        self.device, self.peak, self._running = device, 0, False
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _sample(self):
-        while self._running:
-            self.peak = max(self.peak, self._rss() - self.start)
-            time.sleep(0.0002)
-
-    def __enter__(self):
-        import torch
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        else:
-            self.start = self._rss()
-            self._running = True
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.start
-        else:
-            self._running = False
-            self._thread.join()
-            self.peak = max(self.peak, self._rss() - self.start)
 
 
 def worker(args) -> dict:

@@ -11,7 +11,6 @@ operation active at every step as the worst case). Target: at most 2% per step. 
 on the same x0 shape, without ComfyUI, as a tighter measure. Weights are random: this measures speed, not quality.
 """
 import argparse
-import math
 import os
 import statistics
 import sys
@@ -113,22 +112,10 @@ SMALL_UNET = {
 
 
 def small_unet(channels: int):
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.supported_models
-    config = comfy.supported_models.SD15({**SMALL_UNET, "model_channels": channels})
-    config.set_inference_dtype(torch.float32, None)
-    base = config.get_model({})
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in base.diffusion_model.named_parameters():
-            if param.ndim >= 2:
-                param.copy_((torch.rand(param.shape, generator=generator) * 2 - 1) * math.sqrt(3.0 / param[0].numel()))
-            else:
-                param.fill_(0.0 if name.endswith("bias") else 1.0)
-    params = sum(p.numel() for p in base.diffusion_model.parameters())
-    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
-                                            offload_device=mm.unet_offload_device()), params
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "integration"))
+    from random_models import small_sd15_model
+    model = small_sd15_model({**SMALL_UNET, "model_channels": channels})
+    return model, sum(p.numel() for p in model.model.diffusion_model.parameters())
 
 
 def bench_sampling(repeats: int, size: int, steps: int, channels: int):

@@ -20,8 +20,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
+
+from common import PeakMemory, machine  # benchmarks/ is the script's folder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -37,46 +38,6 @@ def checkpoint(comfy_path: str) -> str:
         subprocess.run([sys.executable, os.path.join(ROOT, "tests", "integration", "random_models.py"), comfy_path,
                         "sd15_checkpoint", CHECKPOINT, "3"], check=True, cwd=comfy_path)
     return CHECKPOINT
-
-
-class PeakMemory:
-    """Peak memory above the starting level during a `with` block, in bytes."""
-
-    def __init__(self, device: str):
-        self.device, self.peak, self._running = device, 0, False
-
-    @staticmethod
-    def _rss() -> int:
-        with open("/proc/self/statm") as handle:
-            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-    def _sample(self):
-        while self._running:
-            self.peak = max(self.peak, self._rss() - self.start)
-            time.sleep(0.002)
-
-    def __enter__(self):
-        import torch
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
-        else:
-            self.start = self._rss()
-            self._running = True
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-        if self.device == "cuda":
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.start
-        else:
-            self._running = False
-            self._thread.join()
-            self.peak = max(self.peak, self._rss() - self.start)
 
 
 def worker(args) -> dict:
@@ -117,7 +78,7 @@ def worker(args) -> dict:
                "sweep": lambda steps: sweep(steps, False),
                "sweep_exact": lambda steps: sweep(steps, True)}[args.mode]
         run(1)  # warm-up: model load, kernels
-        with PeakMemory(args.device) as memory:
+        with PeakMemory(args.device, interval=0.002) as memory:
             start = time.perf_counter()
             samples, info = run(args.steps)
             if args.device == "cuda":
@@ -125,21 +86,6 @@ def worker(args) -> dict:
             seconds = time.perf_counter() - start
     return {"mode": args.mode, "steps": args.steps, "seconds": seconds, "peak": memory.peak, "cells": len(cfgs),
             "run": info, "finite": bool(torch.isfinite(samples).all())}
-
-
-def machine(device: str) -> str:
-    import platform
-    import torch
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, Python {platform.python_version()}"
-    if device == "cuda" and torch.cuda.is_available():
-        text += f", GPU {torch.cuda.get_device_name(0)}"
-    return text
 
 
 def run_worker(args, mode: str, steps: int) -> dict:
@@ -154,7 +100,7 @@ def run_worker(args, mode: str, steps: int) -> dict:
 
 
 def table(args, results: list) -> str:
-    lines = [f"Machine: {machine(args.device)}",
+    lines = [f"Machine: {machine()}",
              f"Model: random-weight SD1.5 UNet, {args.size}x{args.size} px ({args.size // 8}x{args.size // 8} latent), "
              f"sampler {args.sampler}, scheduler {args.scheduler}, CFG values '{args.cfg_values}', one seed, "
              f"device {args.device}",

@@ -4,6 +4,7 @@ import platform
 import resource
 import statistics
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -44,3 +45,44 @@ def timed(function, repeats: int = 5, warmup: int = 1) -> tuple[float, float]:
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PeakMemory:
+    """Peak memory above the starting level during a `with` block, in bytes: CUDA's allocator peak, or on a
+    CPU the resident set sampled every `interval` seconds."""
+
+    def __init__(self, device: str, interval: float = 0.0002):
+        self.device, self.interval, self.peak, self._running = device, interval, 0, False
+
+    @staticmethod
+    def _rss() -> int:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def _sample(self):
+        while self._running:
+            self.peak = max(self.peak, self._rss() - self.start)
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        import torch
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.start = torch.cuda.memory_allocated()
+        else:
+            self.start = self._rss()
+            self._running = True
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+        if self.device == "cuda":
+            torch.cuda.synchronize()
+            self.peak = torch.cuda.max_memory_allocated() - self.start
+        else:
+            self._running = False
+            self._thread.join()
+            self.peak = max(self.peak, self._rss() - self.start)

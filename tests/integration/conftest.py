@@ -24,6 +24,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)  # `import random_models`: the model builders shared with benchmarks/
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 SKIP_REASON = ("COMFYUI_PATH is not set: integration tests need a ComfyUI checkout and its Python "
                "environment (see README, 'Integration tests').")

@@ -37,6 +37,21 @@ def random_init_(module, seed: int) -> None:
                 param.fill_(1.0)
 
 
+def small_sd15_model(unet_config: dict, seed: int = 0):
+    """A ComfyUI ModelPatcher around a random-weight SD1.5-type UNet built from ComfyUI's SD15 config and
+    BaseModel (a small unet_config keeps CPU sampling fast). Needs ComfyUI importable."""
+    import torch
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    config = comfy.supported_models.SD15(dict(unet_config))
+    config.set_inference_dtype(torch.float32, None)
+    base = config.get_model({})
+    random_init_(base.diffusion_model, seed)
+    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(),
+                                            offload_device=mm.unet_offload_device())
+
+
 def vae_state_dict(seed: int) -> dict:
     from comfy.ldm.models.autoencoder import AutoencoderKL
     vae = AutoencoderKL(ddconfig=dict(SD_VAE), embed_dim=4)

@@ -6,7 +6,6 @@ without the patch; the full-size random SD1.5 checkpoint takes several seconds p
 the 40-sampler sweep. Over HTTP: the random SD1.5 checkpoint through KSampler, img2img, KSamplerAdvanced and
 SamplerCustomAdvanced in one prompt, with the trajectory pair.
 """
-import math
 import os
 import re
 
@@ -17,6 +16,7 @@ from safetensors.torch import load_file
 from latent_lab.adapters.correction_patch import correction_model, trajectory_model
 from latent_lab.core import correct, trajectory
 from latent_lab.core.formats import SD15
+from random_models import small_sd15_model
 
 SMALL_SD15_UNET = {
     "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
@@ -31,20 +31,7 @@ STEPS = 3
 @pytest.fixture(scope="module")
 def small_unet(comfy_inprocess):
     """A ComfyUI ModelPatcher around a random-weight SD1.5-type UNet with 32 base channels."""
-    import comfy.model_management as mm
-    import comfy.model_patcher
-    import comfy.supported_models
-    config = comfy.supported_models.SD15(dict(SMALL_SD15_UNET))
-    config.set_inference_dtype(torch.float32, None)
-    base = config.get_model({})
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, param in base.diffusion_model.named_parameters():
-            if param.ndim >= 2:
-                param.copy_((torch.rand(param.shape, generator=generator) * 2 - 1) * math.sqrt(3.0 / param[0].numel()))
-            else:
-                param.fill_(0.0 if name.endswith("bias") else 1.0)
-    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+    return small_sd15_model(SMALL_SD15_UNET)
 
 
 def conditioning(seed: int):
