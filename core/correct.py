@@ -113,8 +113,7 @@ def center(x: torch.Tensor, channel_strengths: Sequence[float], global_strength:
            scale: float = 1.0, shift: float = 0.0, reject_nonfinite: bool = False) -> torch.Tensor:
     """Subtract each channel's mean x its strength (0 leaves a channel alone), then the item's mean x global.
 
-    Offsets are one per item and channel and do not depend on the scale: in x's units, with d = mean - shift,
-    offset = -d x s - global x mean over channels of d x (1 - s).
+    Offsets are one per item and channel and do not depend on the scale (see _center_map).
     """
     require(len(channel_strengths) == x.shape[1],
             f"{len(channel_strengths)} channel strengths for a {x.shape[1]}-channel latent.")
@@ -122,12 +121,18 @@ def center(x: torch.Tensor, channel_strengths: Sequence[float], global_strength:
     means = _host(_cells(work).mean(dim=2))
     if reject_nonfinite:
         _require_finite(x, means)
-    deviation = means - shift
-    kept = deviation * (1 - np.asarray(channel_strengths, dtype=np.float64))
-    offsets = kept - deviation
-    if global_strength:
-        offsets -= global_strength * kept.mean(axis=1, keepdims=True)
+    offsets = (means - shift) @ _center_map(tuple(channel_strengths), float(global_strength))
     return _apply(x, work, None, offsets)
+
+
+@functools.lru_cache(maxsize=64)
+def _center_map(strengths: tuple, global_strength: float) -> np.ndarray:
+    """offsets = (means - shift) @ this [C, C] matrix.
+
+    With d = mean - shift and s the channel strengths: offset = -d x s - global x mean over channels of d x (1 - s).
+    """
+    s = np.asarray(strengths, dtype=np.float64)
+    return -np.diag(s) - global_strength / len(s) * np.outer(1 - s, np.ones(len(s)))
 
 
 def check_clamp_limits(threshold: float, boundary: float) -> None:
@@ -155,9 +160,68 @@ def _pull(reach, limit, start, upper: bool):
     return beyond.div_(spread)
 
 
+@dataclass(frozen=True)
+class ClampLimits:
+    """Each item's boundary and threshold in x's units, above and below the shift: float32 [B] each, as the
+    latent (comparing float32 values against float64 limits costs numpy a conversion of every value)."""
+    upper_b: np.ndarray
+    upper_t: np.ndarray
+    lower_b: np.ndarray
+    lower_t: np.ndarray
+
+
+def _pixel_extremes(work: torch.Tensor) -> tuple:
+    """Each pixel's min and max across channels ([B, N] on the host) and, from them, each item's ([B, 1])."""
+    cells = _cells(work.detach())
+    low, high = cells.amin(dim=1), cells.amax(dim=1)
+    return _host(low.amin(dim=1, keepdim=True)), _host(high.amax(dim=1, keepdim=True)), low.numpy(), high.numpy()
+
+
+def _pulled(values, top, bottom, upper_t, lower_t):
+    """values - pull x excess over the threshold, each side with its own pull (numpy or torch, broadcasting)."""
+    if isinstance(values, np.ndarray):
+        return values - top * np.maximum(values - upper_t, 0) - bottom * np.minimum(values - lower_t, 0)
+    # Two latent-sized buffers in all: on the CPU a fresh one can cost as much as the pass that fills it.
+    above = (values - upper_t).clamp_(min=0).mul_(top)
+    out = (values - lower_t).clamp_(max=0).mul_(bottom).add_(above)
+    return out.neg_().add_(values)  # values - out, in place (out= refuses tensors that need grad)
+
+
+def _sparse_pixel_clamp(work, limits: ClampLimits, extremes: tuple, strength: float) -> torch.Tensor:
+    """A copy of work with just the pixels whose extreme passes the boundary rewritten (mode "pixel", CPU)."""
+    _, _, pixel_low, pixel_high = extremes
+    moving = np.flatnonzero((pixel_high > limits.upper_b[:, None]) | (pixel_low < limits.lower_b[:, None]))
+    out = work.detach().clone(memory_format=torch.contiguous_format)
+    if moving.size == 0:
+        return out
+    item, pixel = np.divmod(moving, pixel_high.shape[1])
+    top = _pull(pixel_high[item, pixel], limits.upper_b[item], limits.upper_t[item], True)[:, None] * strength
+    bottom = _pull(pixel_low[item, pixel], limits.lower_b[item], limits.lower_t[item], False)[:, None] * strength
+    cells = out.numpy().reshape(out.shape[0], out.shape[1], -1)
+    cells[item, :, pixel] = _pulled(cells[item, :, pixel], top, bottom, limits.upper_t[item, None],
+                                    limits.lower_t[item, None])
+    return out
+
+
+def _dense_clamp(work, limits: ClampLimits, channel_extremes: tuple | None, strength: float) -> torch.Tensor:
+    """x - pull x excess for every value, in torch on work's device; channel_extremes for mode "channel"."""
+    shared = (limits.upper_b == limits.upper_b[0]).all()  # one number for every item is cheaper than a tensor
+    per_item = (lambda v: float(v[0])) if shared else (lambda v: _on(v, work))
+    if channel_extremes is not None:
+        low, high = channel_extremes
+        top = _on(_pull(high, limits.upper_b[:, None], limits.upper_t[:, None], True) * strength, work)
+        bottom = _on(_pull(low, limits.lower_b[:, None], limits.lower_t[:, None], False) * strength, work)
+    else:
+        top = _pull(work.amax(dim=1, keepdim=True), per_item(limits.upper_b), per_item(limits.upper_t), True)
+        bottom = _pull(work.amin(dim=1, keepdim=True), per_item(limits.lower_b), per_item(limits.lower_t), False)
+        if strength != 1:
+            top, bottom = top.mul_(strength), bottom.mul_(strength)
+    return _pulled(work, top, bottom, per_item(limits.upper_t), per_item(limits.lower_t))
+
+
 def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, mode: str = "pixel",
                relative: bool = False, strength: float = 1.0, scale: float = 1.0, shift: float = 0.0,
-               reject_nonfinite: bool = False) -> torch.Tensor:
+               reject_nonfinite: bool = False, sparse: bool | None = None) -> torch.Tensor:
     """Map values beyond +-threshold onto [threshold, boundary] linearly, each side on its own.
 
     The range mapped is [threshold, max(M, boundary)], M being the largest value at that pixel across channels
@@ -167,9 +231,10 @@ def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, m
     relative: boundary is a fraction of the item's max|x| and threshold a fraction of that boundary (the blog's
     first-steps clamp uses 0.998 and 0.998). Values that do not move are copied bit for bit.
 
-    Computed densely, x - pull x excess for every value, with no data-dependent indexing: on the CPU, finding
-    the few values that move (a comparison and nonzero) costs more than the arithmetic, and on a GPU it would
-    stall every sampling step. Work runs in x's units and in place where it can.
+    Mode "pixel" on the CPU (sparse, unless told otherwise) copies the latent and rewrites only the pixels whose
+    extreme passes the boundary, found from each pixel's min and max across channels. Everywhere else (dense)
+    every value goes through x - pull x excess, with no data-dependent indexing: on a GPU that would stall each
+    sampling step, and in mode "channel" finding the values beyond the threshold costs more than the passes.
     """
     require(mode in CLAMP_MODES, f"Unknown soft clamp mode '{mode}'.", f"Use one of {CLAMP_MODES}.")
     if relative:
@@ -179,7 +244,9 @@ def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, m
     else:
         check_clamp_limits(threshold, boundary)
     work = _work(x)
-    low, high = _extremes(work)
+    sparse = mode == "pixel" and (work.device.type == "cpu" if sparse is None else sparse)
+    extremes = _pixel_extremes(work) if sparse else _extremes(work)
+    low, high = extremes[:2]
     if reject_nonfinite:
         _require_finite(x, low, high)
     peak = np.maximum(high - shift, shift - low).max(axis=1) * scale      # [B], scaled
@@ -187,21 +254,11 @@ def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, m
     t = b * threshold if relative else np.full_like(peak, threshold)
     if not strength or not (peak > b).any():
         return _result(x, work)
-    # b and t in x's units, above and below the shift: [B] each
-    upper_b, upper_t, lower_b, lower_t = shift + b / scale, shift + t / scale, shift - b / scale, shift - t / scale
-    per_item = (lambda v: _on(v, work)) if relative else (lambda v: float(v[0]))
-    if mode == "channel":
-        pull_top = _on(_pull(high, upper_b[:, None], upper_t[:, None], True) * strength, work)
-        pull_bottom = _on(_pull(low, lower_b[:, None], lower_t[:, None], False) * strength, work)
-    else:
-        pull_top = _pull(work.amax(dim=1, keepdim=True), per_item(upper_b), per_item(upper_t), True)
-        pull_bottom = _pull(work.amin(dim=1, keepdim=True), per_item(lower_b), per_item(lower_t), False)
-        if strength != 1:
-            pull_top, pull_bottom = pull_top.mul_(strength), pull_bottom.mul_(strength)
-    # Two latent-sized buffers in all: on the CPU a fresh one can cost as much as the pass that fills it.
-    above = (work - per_item(upper_t)).clamp_(min=0).mul_(pull_top)
-    out = (work - per_item(lower_t)).clamp_(max=0).mul_(pull_bottom).add_(above)
-    return _result(x, out.neg_().add_(work))  # work - out, in place (out= refuses tensors that need grad)
+    limits = ClampLimits(*(np.float32(v) for v in (shift + b / scale, shift + t / scale, shift - b / scale,
+                                                   shift - t / scale)))
+    if sparse:
+        return _result(x, _sparse_pixel_clamp(work, limits, extremes, strength))
+    return _result(x, _dense_clamp(work, limits, extremes if mode == "channel" else None, strength))
 
 
 def maximize(x: torch.Tensor, boundary: float, channels: Sequence[int], strength: float = 1.0,
@@ -238,10 +295,6 @@ def neutral_of(colors: torch.Tensor) -> torch.Tensor:
     return luma[:, None].expand(-1, 3)
 
 
-def _host_factors(affine: RgbAffine) -> tuple:
-    return _host(affine.weight), _host(affine.bias)
-
-
 @functools.lru_cache(maxsize=64)
 def _balance_map(weight: bytes, bias: bytes, channels: tuple, target: tuple | None) -> tuple:
     """offsets = means @ matrix + vector, for factors (weight [C, 3], bias [3] as float64 bytes) and a target.
@@ -260,20 +313,16 @@ def _balance_map(weight: bytes, bias: bytes, channels: tuple, target: tuple | No
     return -w @ lift, (np.asarray(target) - b) @ lift
 
 
-def balance_offsets(means: np.ndarray, affine: RgbAffine, target: torch.Tensor | None,
+def balance_offsets(means: np.ndarray, weight: np.ndarray, bias: np.ndarray, target: torch.Tensor | None,
                     channels: Sequence[int]) -> np.ndarray:
     """[B, C] offsets (float64), in the units of the channel means `means` [B, C], zero outside `channels`, of
-    least norm that best move each preview mean to the target. target: [3] in 0..1, or None for each item's
-    neutral gray. Exact whenever the chosen channels' factor rows span RGB (3+ independent channels); a
-    least-squares best fit otherwise.
+    least norm that best move each preview mean (means @ weight + bias, factors as float64 host arrays) to the
+    target. target: [3] in 0..1, or None for each item's neutral gray. Exact whenever the chosen channels'
+    factor rows span RGB (3+ independent channels); a least-squares best fit otherwise.
     """
     require(len(channels) > 0, "Color balance needs at least one channel.")
-    require(affine.channels == means.shape[1],
-            f"The latent has {means.shape[1]} channels but the factors '{affine.label}' expect {affine.channels}.",
-            "Pick factors made for this latent's format.")
     goal = None if target is None else tuple(float(v) for v in torch.as_tensor(target).flatten())
     require(goal is None or len(goal) == 3, "The target color needs three values (RGB).")
-    weight, bias = _host_factors(affine)
     matrix, vector = _balance_map(weight.tobytes(), bias.tobytes(), tuple(channels), goal)
     return means @ matrix + vector
 
@@ -292,12 +341,15 @@ def balance(x: torch.Tensor, affine: RgbAffine, target: torch.Tensor | None, cha
 
     The affine takes x's units (raw values with fmt.rgb_affine, scaled ones with scaled_affine).
     """
+    require(affine.channels == x.shape[1],
+            f"The latent has {x.shape[1]} channels but the factors '{affine.label}' expect {affine.channels}.",
+            "Pick factors made for this latent's format.")
     work = _work(x)
     means = _host(_cells(work).mean(dim=2))
     if reject_nonfinite:
         _require_finite(x, means)
-    offsets = balance_offsets(means, affine, target, channels) * strength
-    weight, bias = _host_factors(affine)
+    weight, bias = _host(affine.weight), _host(affine.bias)
+    offsets = balance_offsets(means, weight, bias, target, channels) * strength
     return Balanced(_apply(x, work, None, offsets), means @ weight + bias, (means + offsets) @ weight + bias)
 
 
@@ -347,17 +399,21 @@ def parse_channels(spec: str, count: int, fmt: LatentFormat | None = None, opera
                 + (f" ({fmt.label})" if fmt is not None else "") + " have no known meanings, so 'auto' cannot choose.",
                 f"Set channels explicitly: 'all', or indices such as '0,1,2' (0..{count - 1}).")
         text = defaults["channels"][operation]
-    names = channel_names_for(fmt, count)
-    strengths = [0.0] * count
+    return list(_channel_strengths(text, count, channel_names_for(fmt, count), float(default_strength)))
+
+
+@functools.lru_cache(maxsize=256)
+def _channel_strengths(text: str, count: int, names: tuple, default_strength: float) -> tuple:
     if text == "all":
-        return [float(default_strength)] * count
+        return (default_strength,) * count
     require(text != "", "No channels chosen.", "Write 'auto', 'all' or a list such as '0,1,2'.")
+    strengths = [0.0] * count
     for part in text.split(","):
         item, _, amount = part.strip().partition(":")
-        value = _number(amount, f"channel strength '{part.strip()}'") if amount else float(default_strength)
+        value = _number(amount, f"channel strength '{part.strip()}'") if amount else default_strength
         for index in _channel_indices(item.strip(), count, names):
             strengths[index] = value
-    return strengths
+    return tuple(strengths)
 
 
 def selected(strengths: Sequence[float]) -> list[int]:

@@ -1,6 +1,7 @@
 """Correct: center, soft-clamp, maximize and color-balance latents, on LATENTs and during sampling."""
 import json
-import math
+
+import numpy as np
 
 from ..adapters.comfy_objects import model_format_hint
 from ..adapters.correction_patch import TIMELINES, correction_model, trajectory_model
@@ -141,10 +142,11 @@ class LatentMaximize:
         return (with_samples(latent, out, fmt),)
 
 
-def _hex(rgb) -> str:
-    if not all(math.isfinite(v) for v in rgb):  # float overflow of absurdly large latents
-        return "(not finite)"
-    return "#" + "".join(f"{round(min(max(float(v), 0.0), 1.0) * 255):02x}" for v in rgb)
+def _hex_colors(rgb) -> list[str]:
+    """'#rrggbb' for each row of a [N, 3] array of colors in 0..1 (clamped)."""
+    codes = np.rint(np.fmin(np.fmax(rgb, 0.0), 1.0) * 255).astype(int).tolist()  # fmax and fmin skip NaN
+    finite = np.isfinite(rgb).all(axis=1).tolist()  # float overflow of absurdly large latents
+    return ["#%02x%02x%02x" % tuple(code) if ok else "(not finite)" for code, ok in zip(codes, finite)]
 
 
 class LatentColorBalance:
@@ -189,8 +191,8 @@ class LatentColorBalance:
         require(chosen, "No channels chosen.", "Choose at least one channel, or 'auto'.")
         # Offsets commute with the units: raw values with raw-input factors give the scaled result exactly.
         result = correct.balance(samples, affine, goal, chosen, strength, reject_nonfinite=True)
-        text = "\n".join(f"item {i}: mean color {_hex(b)} -> {_hex(a)}"
-                          for i, (b, a) in enumerate(zip(result.before.tolist(), result.after.tolist())))
+        text = "\n".join(f"item {i}: mean color {b} -> {a}"
+                          for i, (b, a) in enumerate(zip(_hex_colors(result.before), _hex_colors(result.after))))
         return ui_result((with_samples(latent, result.latent, fmt),), text=text)
 
     @staticmethod

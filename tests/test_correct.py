@@ -64,19 +64,23 @@ def test_center_global_strength_removes_the_item_mean_after_channel_centering():
 clamp_limits = st.tuples(st.floats(0, 6), st.floats(0.05, 4)).map(lambda tb: (tb[0], tb[0] + tb[1]))
 
 
+# sparse: both ways to the same values (mode "pixel"; None would pick the sparse one on the CPU)
+SPARSE = st.booleans()
+
+
 @SETTINGS
-@given(latents(channels=st.just(4)), clamp_limits, st.sampled_from(correct.CLAMP_MODES))
-def test_soft_clamp_stays_within_the_boundary(x, limits, mode):
+@given(latents(channels=st.just(4)), clamp_limits, st.sampled_from(correct.CLAMP_MODES), SPARSE)
+def test_soft_clamp_stays_within_the_boundary(x, limits, mode, sparse):
     threshold, boundary = limits
-    out = correct.soft_clamp(x, threshold, boundary, mode)
+    out = correct.soft_clamp(x, threshold, boundary, mode, sparse=sparse)
     assert out.abs().max().item() <= boundary * (1 + 1e-5) + 1e-6
 
 
 @SETTINGS
-@given(latents(channels=st.just(4)), clamp_limits, st.sampled_from(correct.CLAMP_MODES))
-def test_soft_clamp_is_identity_inside_the_threshold_and_never_pushes_outward(x, limits, mode):
+@given(latents(channels=st.just(4)), clamp_limits, st.sampled_from(correct.CLAMP_MODES), SPARSE)
+def test_soft_clamp_is_identity_inside_the_threshold_and_never_pushes_outward(x, limits, mode, sparse):
     threshold, boundary = limits
-    out = correct.soft_clamp(x, threshold, boundary, mode)
+    out = correct.soft_clamp(x, threshold, boundary, mode, sparse=sparse)
     inside = x.abs() <= threshold
     assert torch.equal(out[inside], x[inside])
     assert (out.abs() <= x.abs() + 1e-5).all()
@@ -95,9 +99,9 @@ def test_soft_clamp_per_channel_is_monotone_within_each_channel(x, limits):
 
 
 @SETTINGS
-@given(latents(channels=st.just(4)), clamp_limits)
-def test_soft_clamp_per_pixel_keeps_the_order_of_channels_at_each_pixel(x, limits):
-    out = correct.soft_clamp(x, *limits, mode="pixel")
+@given(latents(channels=st.just(4)), clamp_limits, SPARSE)
+def test_soft_clamp_per_pixel_keeps_the_order_of_channels_at_each_pixel(x, limits, sparse):
+    out = correct.soft_clamp(x, *limits, mode="pixel", sparse=sparse)
     order = torch.argsort(x, dim=1, stable=True)
     values = torch.gather(out, 1, order)
     assert (values[:, 1:] >= values[:, :-1] - 1e-5).all()
@@ -121,44 +125,63 @@ def blog_soft_clamp(x: np.ndarray, t: float, b: float, mode: str) -> np.ndarray:
 
 
 @SETTINGS
-@given(latents(channels=st.just(4)), clamp_limits, st.sampled_from(correct.CLAMP_MODES))
-def test_soft_clamp_equals_the_blog_formula_value_by_value(x, limits, mode):
+@given(latents(channels=st.just(4)), clamp_limits, st.sampled_from(correct.CLAMP_MODES), SPARSE)
+def test_soft_clamp_equals_the_blog_formula_value_by_value(x, limits, mode, sparse):
     threshold, boundary = limits
     expected = blog_soft_clamp(x.numpy(), threshold, boundary, mode)
-    out = correct.soft_clamp(x, threshold, boundary, mode)
+    out = correct.soft_clamp(x, threshold, boundary, mode, sparse=sparse)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_soft_clamp_maps_the_largest_value_to_the_boundary_like_the_blog():
+@pytest.mark.parametrize("sparse", [True, False])
+def test_soft_clamp_maps_the_largest_value_to_the_boundary_like_the_blog(sparse):
     x = torch.tensor([3.0, 5.0, 8.0, -10.0]).view(1, 4, 1, 1)
-    out = correct.soft_clamp(x, 3.5, 4.0, "pixel")
+    out = correct.soft_clamp(x, 3.5, 4.0, "pixel", sparse=sparse)
     # the blog: (x - t) / (M - t) * (b - t) + t with M the pixel's channel max (8); min side symmetric (-10)
     expected = torch.tensor([3.0, (5 - 3.5) / (8 - 3.5) * 0.5 + 3.5, 4.0, -4.0]).view(1, 4, 1, 1)
     torch.testing.assert_close(out, expected)
 
 
-def test_soft_clamp_early_exit_follows_the_boundary_not_a_fixed_4():
+@pytest.mark.parametrize("sparse", [True, False])
+def test_soft_clamp_early_exit_follows_the_boundary_not_a_fixed_4(sparse):
     x = torch.full((1, 4, 2, 2), 5.0)
     x[0, 0, 0, 0] = 5.5
-    untouched = correct.soft_clamp(x, 3.0, 6.0)      # max 5.5 < boundary 6: the blog would have clamped (> 4)
+    untouched = correct.soft_clamp(x, 3.0, 6.0, sparse=sparse)  # max 5.5 < boundary 6: the blog clamps (> 4)
     assert torch.equal(untouched, x)
-    clamped = correct.soft_clamp(x, 1.0, 2.0)
+    clamped = correct.soft_clamp(x, 1.0, 2.0, sparse=sparse)
     assert clamped.abs().max() <= 2.0 + 1e-6
 
 
-def test_soft_clamp_items_are_exited_one_by_one():
+@pytest.mark.parametrize("sparse", [True, False])
+def test_soft_clamp_items_are_exited_one_by_one(sparse):
     inside = torch.full((1, 4, 3, 3), 3.9)
     outside = torch.full((1, 4, 3, 3), 3.9)
     outside[0, 2, 1, 1] = 9.0
-    out = correct.soft_clamp(torch.cat([inside, outside]), 3.5, 4.0)
+    out = correct.soft_clamp(torch.cat([inside, outside]), 3.5, 4.0, sparse=sparse)
     assert torch.equal(out[0], inside[0])
     assert out[1].abs().max() <= 4.0 + 1e-6
 
 
-def test_relative_soft_clamp_pulls_the_peak_to_the_fraction():
+@pytest.mark.parametrize("sparse", [True, False])
+def test_relative_soft_clamp_pulls_the_peak_to_the_fraction(sparse):
     x = torch.randn(3, 4, 8, 8) * torch.tensor([1.0, 5.0, 20.0]).view(3, 1, 1, 1)
-    out = correct.soft_clamp(x, 0.998, 0.998, relative=True)
+    out = correct.soft_clamp(x, 0.998, 0.998, relative=True, sparse=sparse)
     torch.testing.assert_close(out.abs().amax(dim=(1, 2, 3)), 0.998 * x.abs().amax(dim=(1, 2, 3)))
+
+
+@SETTINGS
+@given(latents(channels=st.just(4)), clamp_limits, st.booleans(), st.floats(0, 1),
+       st.sampled_from([(1.0, 0.0), (0.13025, 0.0), (1.5305, -0.0609)]))
+def test_sparse_and_dense_pixel_soft_clamp_agree(x, limits, relative, strength, units):
+    threshold, boundary = (limits[0] / (limits[1] + 6), 0.5 + limits[1] / 8) if relative else limits
+    scale, shift = units
+    raw = x / scale + shift
+    sparse, dense = (correct.soft_clamp(raw, threshold, boundary, "pixel", relative, strength, scale, shift,
+                                        sparse=way) for way in (True, False))
+    tolerance = 1e-5 * (1 + raw.abs().max().item())
+    torch.testing.assert_close(sparse, dense, rtol=0, atol=tolerance)
+    unchanged = dense == raw
+    assert torch.equal(sparse[unchanged], raw[unchanged])
 
 
 @pytest.mark.parametrize("threshold, boundary", [(4.0, 4.0), (5.0, 4.0), (-1.0, 4.0), (float("nan"), 4.0)])
@@ -220,6 +243,11 @@ def test_neutral_balance_makes_the_mean_gray_at_the_same_brightness(fmt, channel
     assert torch.equal(out[:, unchosen], x[:, unchosen])
     shift = out - x
     torch.testing.assert_close(shift, shift[:, :, :1, :1].expand_as(shift))  # one offset per item and channel
+
+
+def test_color_balance_refuses_factors_made_for_another_channel_count():
+    with pytest.raises(LatentLabInputError, match="16 channels but the factors"):
+        correct.color_balance(torch.randn(1, 16, 4, 4), SDXL.rgb_affine(), None, [0, 1, 2])
 
 
 def test_color_balance_in_raw_units_matches_scaled_units():

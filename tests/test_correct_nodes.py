@@ -1,5 +1,6 @@
 """The Correct nodes: LATENT corrections, Latent Correction (MODEL -> MODEL) and the trajectory pair."""
 import json
+import re
 
 import pytest
 import torch
@@ -104,6 +105,15 @@ def test_huge_finite_latents_whose_sums_overflow_are_not_called_nan(call):
     latent = sdxl_latent()
     latent["samples"][:, :, :2] = 3e38  # every channel's sum overflows float32; no value is NaN or inf
     call(latent)
+
+
+def test_color_balance_report_says_when_a_mean_color_overflowed():
+    latent = sdxl_latent()
+    latent["samples"][:1, :, :2] = 3e38  # item 0's means overflow; item 1 is ordinary
+    text = nodes.LatentColorBalance().balance(latent, "sdxl", "comfyui", "#808080", "auto", 1.0)["ui"]["text"][0]
+    first, second = text.splitlines()
+    assert first == "item 0: mean color (not finite) -> (not finite)"
+    assert re.fullmatch(r"item 1: mean color #[0-9a-f]{6} -> #808080", second)
 
 
 @pytest.mark.parametrize("key", ["sd3", "flux"])
