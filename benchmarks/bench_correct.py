@@ -46,9 +46,6 @@ def bench_latent_ops(repeats: int, shape: tuple):
     latent = {"samples": raw}
     units = {"scale": SDXL.scale, "shift": SDXL.shift}
     affine = SDXL.rgb_affine()
-    # Sub-millisecond calls whose time depends on whether the allocator must fault fresh pages in: many samples
-    repeats *= 20
-    clone = timed(lambda: raw.clone(), repeats, 10)[0]
     cases = [
         ("center (all channels, global)", lambda: correct.center(raw, [1.0] * 4, 1.0, **units),
          lambda: nodes.LatentCenter().center(latent, "sdxl", "auto", 1.0, 1.0)),
@@ -61,17 +58,37 @@ def bench_latent_ops(repeats: int, shape: tuple):
         ("color balance (neutral)", lambda: correct.color_balance(raw, affine, None, [0, 1, 2]),
          lambda: nodes.LatentColorBalance().balance(latent, "sdxl", "comfyui", "neutral", "auto", 1.0)),
     ]
-    print(f"\n## LATENT operations on {list(shape)} (target: at most 3x one clone)\n")
-    print(f"clone: {clone * 1e3:.3f} ms (median of {repeats}, as every figure below)\n")
-    print("| operation | core op | ratio | node call | ratio | core within 3x |")
-    print("|---|---|---|---|---|---|")
+    calls = {"clone": lambda: raw.clone(), "input check": lambda: nodes.samples_of(latent)}
     for name, core, node in cases:
-        core_time = timed(core, repeats, 10)[0]
-        node_time = timed(node, repeats, 10)[0]
+        calls[name], calls[name + " node"] = core, node
+    rounds = repeats * 20  # sub-millisecond calls on a shared machine: many samples
+    times = interleaved(calls, rounds)
+    clone = times["clone"]
+    print(f"\n## LATENT operations on {list(shape)} (target: at most 3x one clone)\n")
+    print(f"clone: {clone * 1e3:.3f} ms. Each figure is a median of {rounds} rounds; a round times one call of "
+          "every case in turn, each after three untimed calls of it.\n")
+    print("| operation | core op | ratio | node call | ratio | node within 3x |")
+    print("|---|---|---|---|---|---|")
+    for name, _, _ in cases:
+        core_time, node_time = times[name], times[name + " node"]
         print(f"| {name} | {core_time * 1e3:.3f} ms | {core_time / clone:.2f}x | {node_time * 1e3:.3f} ms | "
-              f"{node_time / clone:.2f}x | {'yes' if core_time <= 3 * clone else 'no'} |")
-    check = timed(lambda: nodes.samples_of(latent), repeats, 10)[0]
+              f"{node_time / clone:.2f}x | {'yes' if node_time <= 3 * clone else 'no'} |")
+    check = times["input check"]
     print(f"\nInput check alone (samples_of: NaN/inf scan of the whole latent): {check * 1e3:.3f} ms = {check / clone:.2f}x clone.")
+
+
+def interleaved(calls: dict, rounds: int, warmup: int = 3) -> dict:
+    """Median seconds per call of each case, timed in rounds over all cases, so that drifting load on a shared
+    machine, and what one case leaves in the caches and the allocator, reach every case alike."""
+    samples = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            for _ in range(warmup):
+                call()
+            start = time.perf_counter()
+            call()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def patch_args(x0, sigmas, index):
