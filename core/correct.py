@@ -7,8 +7,9 @@ Thresholds and boundaries are in the units samplers use, (raw - shift) x scale, 
 scaled units (default: x is scaled already), so a node can correct a raw LATENT without a scaled copy.
 
 Center, maximize and color balance are one gain and offset per item and channel: a reduction, then one pass.
-Soft clamp is a few dense passes (see soft_clamp). The per-item figures between the reductions and the passes
-are a handful of numbers, computed in numpy on the host (see _host).
+Soft clamp finds extremes first, then moves what lies beyond the threshold, sparsely or densely (see
+soft_clamp). The per-item figures between the reductions and the passes are a handful of numbers, computed in
+numpy on the host (see _host).
 """
 import functools
 import math
