@@ -93,7 +93,7 @@ def _guarded(function, slot: str):
     def call(args):
         try:
             result = function(args)
-        except torch.OutOfMemoryError:
+        except (torch.OutOfMemoryError, LatentLabInputError):  # not the scale's fault; keep their own message
             raise
         except (TypeError, ValueError, RuntimeError) as error:
             raise PatchScaleError(
@@ -109,8 +109,9 @@ def _guarded(function, slot: str):
 
 def _check_shape(result, args, function, slot: str) -> None:
     expected = args["input"].shape
-    shapes = [r.shape for r in result] if slot == "sampler_pre_cfg_function" else [result.shape]
-    if any(s != expected for s in shapes if s is not None):
+    # a pre-CFG patch returns [cond, uncond], and uncond is None when no cell needs it (every CFG 1)
+    shapes = [r.shape for r in result if r is not None] if slot == "sampler_pre_cfg_function" else [result.shape]
+    if any(s != expected for s in shapes):
         raise PatchScaleError(
             f"The model patch {describe(function)} ({PATCH_SLOTS[slot]}) returned shape "
             f"{[tuple(s) for s in shapes]} for a per-cell CFG scale; the batch is {tuple(expected)}.",
@@ -304,9 +305,9 @@ def per_cell_batches(model, auto: bool, exact: bool) -> bool:
 def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: int, sampler_name: str,
                  scheduler: str, denoise: float, max_batch: int = 0, per_cell: bool = False) -> tuple:
     """Sample every cell; returns (raw samples [N, C, H, W] on the intermediate device, run info dict)."""
-    comfy_sample, samplers, utils = comfy("comfy.sample"), comfy("comfy.samplers"), comfy("comfy.utils")
     check_conditioning(positive, "positive")
     check_conditioning(negative, "negative")
+    comfy_sample, samplers, utils = comfy("comfy.sample"), comfy("comfy.samplers"), comfy("comfy.utils")
     latent_image = comfy_sample.fix_empty_latent_channels(model, latent["samples"])
     batch_index = latent.get("batch_index")
     noise = {seed: comfy_sample.prepare_noise(latent_image, seed, batch_index)
@@ -320,7 +321,8 @@ def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: in
     capacity = 1 if sampler_name in BATCH_COUPLED_SAMPLERS else \
         chunk_capacity(free_memory_for_cells(model), bytes_per_cell(model, latent_image), max_batch)
     chunks = plan_chunks([cell.row for cell in cells], capacity)
-    progress = SweepProgress(model, len(sigmas) - 1, len(chunks))
+    steps_run = max(0, len(sigmas) - 1)  # denoise 0 gives no sigmas: the latent comes back as it is
+    progress = SweepProgress(model, steps_run, len(chunks))
 
     outputs, stats = [], {}
     for number, chunk in enumerate(chunks):
@@ -336,7 +338,7 @@ def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: in
         outputs.append(samples.to(intermediate_device()))
         for key, value in guider.stats.items():
             stats[key] = stats.get(key, 0) + value
-    return torch.cat(outputs), run_info(chunks, stats, sampler_name, len(sigmas) - 1, per_cell)
+    return torch.cat(outputs), run_info(chunks, stats, sampler_name, steps_run, per_cell)
 
 
 def run_info(chunks: list, stats: dict, sampler_name: str, steps_run: int, per_cell: bool = False) -> dict:

@@ -22,22 +22,19 @@ import subprocess
 import sys
 import time
 
-from common import PeakMemory, machine  # benchmarks/ is the script's folder
+from common import PeakMemory, load_pack, machine  # benchmarks/ is the script's folder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 MODES = ("separate", "sweep", "sweep_exact")
-CACHE = os.environ.get("LATENT_LAB_IT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "latent-lab-it"))
-CHECKPOINT = os.path.join(CACHE, "random_sd15_checkpoint_s3_v1.safetensors")  # same file as the integration tests
 TARGETS = {"cpu": 0.92, "cuda": 0.5}
 
 
 def checkpoint(comfy_path: str) -> str:
-    if not os.path.exists(CHECKPOINT):
-        os.makedirs(CACHE, exist_ok=True)
-        subprocess.run([sys.executable, os.path.join(ROOT, "tests", "integration", "random_models.py"), comfy_path,
-                        "sd15_checkpoint", CHECKPOINT, "3"], check=True, cwd=comfy_path)
-    return CHECKPOINT
+    """The integration tests' random-weight SD1.5 checkpoint (built once, cached)."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
+    from random_models import cached_random_model
+    return cached_random_model("sd15_checkpoint", 3, comfy_path)
 
 
 def worker(args) -> dict:
@@ -52,8 +49,7 @@ def worker(args) -> dict:
     import comfy.utils
     import nodes
     comfy.utils.PROGRESS_BAR_ENABLED = False
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    import conftest  # noqa: F401  (loads the pack as `latent_lab`)
+    load_pack()
     from latent_lab.core.sweep_grammar import parse_values
     from latent_lab.nodes.sweep import BATCHED, EXACT, CFGSweepSampler
 

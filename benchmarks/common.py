@@ -1,7 +1,6 @@
 """Shared bits for benchmark scripts: machine description, timing, peak memory."""
 import os
 import platform
-import resource
 import statistics
 import sys
 import threading
@@ -41,10 +40,6 @@ def timed(function, repeats: int = 5, warmup: int = 1) -> tuple[float, float]:
         function()
         samples.append(time.perf_counter() - start)
     return statistics.median(samples), min(samples)
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class PeakMemory:

@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from .render import diverging, font, from_pil, grid, labeled_tile
+from .render import diverging, from_pil, grid, labeled_tile
 
 SCALE_MODES = ("shared", "per_channel")
 

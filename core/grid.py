@@ -44,6 +44,8 @@ class GridLayout:
     x_title_box: tuple | None
     y_title_box: tuple | None
     footer_box: tuple | None
+    footer_lines: list     # the footer, word-wrapped to the footer box
+    footer_size: int
 
     @property
     def pixels(self) -> int:
@@ -59,7 +61,7 @@ def line_height(size: int) -> int:
 
 
 def text_width(text: str, size: int) -> int:
-    return int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(text, font=font(size))) + 1
+    return int(font(size).getlength(text)) + 1
 
 
 def layout(spec: GridSpec) -> GridLayout:
@@ -95,6 +97,7 @@ def layout(spec: GridSpec) -> GridLayout:
         x_title_box=(left, m, grid_w, x_title_h) if spec.x_title else None,
         y_title_box=(m, top, y_title_w, grid_h) if spec.y_title else None,
         footer_box=(m, top + grid_h + gap, width - 2 * m, footer_h - gap) if footer_lines else None,
+        footer_lines=footer_lines, footer_size=small,
     )
 
 
@@ -114,6 +117,11 @@ def draw_grid(images, spec: GridSpec, max_pixels: int) -> torch.Tensor:
             f"{spec.cell_width}x{spec.cell_height}.")
     grid = layout(spec)
     check_budget(grid, max_pixels)
+    return render_grid(images, spec, grid)
+
+
+def render_grid(images, spec: GridSpec, grid: GridLayout) -> torch.Tensor:
+    """draw_grid's drawing, on a layout already made (and checked against the budget) for this spec."""
     canvas = Image.new("RGB", (grid.width, grid.height), BACKGROUND)
     for image, (x, y) in zip(images, grid.cells):
         canvas.paste(to_pil(image), (x, y))
@@ -128,11 +136,10 @@ def draw_grid(images, spec: GridSpec, max_pixels: int) -> torch.Tensor:
     if grid.y_title_box:
         vertical(canvas, grid.y_title_box, spec.y_title, size)
     if grid.footer_box:
-        small = max(MIN_FONT, round(size * 0.75))
-        x, y, w, _ = grid.footer_box
-        for line in wrap_lines(spec.footer, w, small):
-            draw.text((x, y), line, font=font(small), fill=FOOTER_COLOR)
-            y += line_height(small)
+        x, y, _, _ = grid.footer_box
+        for line in grid.footer_lines:
+            draw.text((x, y), line, font=font(grid.footer_size), fill=FOOTER_COLOR)
+            y += line_height(grid.footer_size)
     return from_pil(canvas)[None]
 
 
@@ -154,7 +161,6 @@ def centered(draw: ImageDraw.ImageDraw, box: tuple, text: str, size: int, fill=T
 
 def vertical(canvas: Image.Image, box: tuple, text: str, size: int) -> None:
     x, y, w, h = box
-    text, size = fit_text(text, h, size)
     strip = Image.new("RGB", (h, w), BACKGROUND)
     centered(ImageDraw.Draw(strip), (0, 0, h, w), text, size, TITLE_COLOR)
     canvas.paste(strip.rotate(90, expand=True), (x, y))

@@ -109,7 +109,7 @@ def prepare_pixels(image: torch.Tensor, index: int, downscale: int, radius: int)
     require(height >= side and width >= side,
             f"The image is {width}x{height} px; the probe needs at least {side}x{side} px "
             f"({min_latent_side(radius)} latent cells per side at radius {radius}).",
-            f"Use a larger image (256x256 or more is typical) or a smaller radius.")
+            "Use a larger image (256x256 or more is typical) or a smaller radius.")
     new_h, new_w = height // downscale * downscale, width // downscale * downscale
     top, left = (height % downscale) // 2, (width % downscale) // 2
     pixels = image[index:index + 1, top:top + new_h, left:left + new_w, :].movedim(-1, 1).float()

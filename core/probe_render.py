@@ -102,7 +102,7 @@ def logvar_map(stats: dict, marks: list, threshold: float) -> torch.Tensor:
     values, median, scale = stats["logvar"], stats["logvar_median"], stats["logvar_scale"]
     low, high = median - 1.5 * threshold * scale, median + 1.5 * threshold * scale
     at = divmod(int(torch.argmin(values)), width)
-    title = [f"log-variance, channel mean (read before clamp)",
+    title = ["log-variance, channel mean (read before clamp)",
              f"min {float(values.min()):.2f} at {at}, median {median:.2f}; colors clipped"]
     return heatmap(values, "sequential", low, high, title, (f"{low:.2f}", f"{high:.2f}"), marks)
 

@@ -76,10 +76,7 @@ def format_values(values, kind: str = "cfg") -> str:
 
 def format_number(value) -> str:
     """Shortest plain decimal (no exponent) that reads back as this value."""
-    if isinstance(value, int):
-        return str(value)
-    text = f"{round(float(value), DECIMALS):.{DECIMALS}f}".rstrip("0").rstrip(".")
-    return "0" if text in ("", "-0") else text
+    return label_number(value, DECIMALS)
 
 
 def label_number(value, decimals: int = 4) -> str:
@@ -161,7 +158,7 @@ def _count_range(a, b, count_text: str, kind: str, item: str, where: str) -> lis
     if kind == "seed":
         if (b - a) % (count - 1):
             raise SweepGrammarError("not_integer", f"'{item.strip()}' ({where}) does not split into {count} whole "
-                                    "seeds.", f"Pick a count where (end - start) / (count - 1) is whole, or use a step.")
+                                    "seeds.", "Pick a count where (end - start) / (count - 1) is whole, or use a step.")
         step = (b - a) // (count - 1)
         return [a + i * step for i in range(count)]
     spacing = (b - a) / (count - 1)

@@ -70,7 +70,7 @@ def plan_chunks(groups: list, capacity: int) -> list:
     runs = _runs(groups)
     chunks = []
     if runs and max(len(run) for run in runs) <= capacity:
-        per_chunk = _even_sizes(len(runs), math.ceil(sum(len(r) for r in runs) / capacity), runs, capacity)
+        per_chunk = _even_sizes(runs, capacity)
         start = 0
         for count in per_chunk:
             chunks.append([i for run in runs[start:start + count] for i in run])
@@ -95,19 +95,15 @@ def _runs(groups: list) -> list:
     return runs
 
 
-def _even_sizes(run_count: int, chunk_count: int, runs: list, capacity: int) -> list:
-    """Runs per chunk: the fewest chunks whose cell totals stay within capacity, spread evenly."""
-    for chunks in range(max(1, chunk_count), run_count + 1):
-        counts = _split(run_count, chunks)
-        start, fits = 0, True
-        for count in counts:
-            if sum(len(r) for r in runs[start:start + count]) > capacity:
-                fits = False
-                break
-            start += count
-        if fits:
+def _even_sizes(runs: list, capacity: int) -> list:
+    """Runs per chunk: the fewest chunks whose cell totals stay within capacity, spread evenly. Every run fits
+    the capacity, so one run per chunk always does."""
+    fewest = math.ceil(sum(len(r) for r in runs) / capacity)
+    for chunks in range(fewest, len(runs) + 1):
+        counts = _split(len(runs), chunks)
+        starts = [sum(counts[:i]) for i in range(chunks)]
+        if all(sum(len(r) for r in runs[start:start + count]) <= capacity for start, count in zip(starts, counts)):
             return counts
-    return [1] * run_count
 
 
 def _split(total: int, parts: int) -> list:
@@ -118,10 +114,6 @@ def _split(total: int, parts: int) -> list:
 def state_bytes_per_cell(latent_numel: int, element_size: int = 4, buffers: int = 12) -> int:
     """Sampler state per cell: x, noise, latent, denoised and multistep history, about `buffers` latents."""
     return latent_numel * element_size * buffers
-
-
-def cells_as_dicts(cells: list) -> list:
-    return [asdict(cell) for cell in cells]
 
 
 INFO_VERSION = 1
@@ -140,7 +132,7 @@ def sweep_info(cfg_values: list, seeds: list, cells: list, settings: dict, run: 
             "y": {"name": "seed", "title": "seed", "values": [int(s) for s in seeds],
                   "labels": [seed_label(s) for s in seeds], "text": seeds_text},
         },
-        "cells": cells_as_dicts(cells),
+        "cells": [asdict(cell) for cell in cells],
         "settings": dict(settings),
         "run": dict(run),
     }

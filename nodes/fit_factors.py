@@ -2,8 +2,6 @@
 import json
 import os
 
-import torch
-
 from ..adapters import comfy_objects, folders
 from ..adapters.ui import preview_images
 from ..core import factor_fit, preview

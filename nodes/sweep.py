@@ -3,16 +3,15 @@ from ..adapters.sweep_sampler import per_cell_batches, sampler_names, scheduler_
 from ..adapters.ui import preview_images
 from ..core import grid as grids
 from ..core.errors import require
-from ..core.sweep_grammar import SweepGrammarError, parse_values
+from ..core.sweep_grammar import SEED_RANGE, SweepGrammarError, parse_values
 from ..core.sweep_plan import (ORDER_TEXT, check_cell_count, check_info, make_cells, settings_line,
                                sweep_info)
 from ..core.validate import check_image
-from .common import CATEGORY, node_errors, samples_of, ui_result
+from .common import CATEGORY, node_errors, samples_of, ui_result, with_samples
 
 AREA = f"{CATEGORY}/Sweep"
 MODEL_BATCH = ("auto", "all cells", "per cell (exact)")
 AUTO, BATCHED, EXACT = MODEL_BATCH
-SEED_MAX = 0xFFFF_FFFF_FFFF_FFFF
 
 
 def parse_axes(cfg_values: str, seeds: str, seed: int) -> tuple:
@@ -42,7 +41,7 @@ class CFGSweepSampler:
             "required": {
                 "model": ("MODEL", {"tooltip": "The model used for denoising (patches such as RescaleCFG and "
                                                "Latent Correction are applied per cell)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "control_after_generate": True,
+                "seed": ("INT", {"default": 0, "min": 0, "max": SEED_RANGE[1], "control_after_generate": True,
                                  "tooltip": "The seed of every cell, unless the seeds list below adds a seed axis."}),
                 "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "Sampling steps (as KSampler)."}),
                 "cfg_values": ("STRING", {"default": "3, 5, 7, 9, 11", "tooltip":
@@ -106,8 +105,8 @@ class CFGSweepSampler:
         settings = {"sampler": sampler_name, "scheduler": scheduler, "steps": steps, "denoise": denoise,
                     "seed": seed, "model_batch": model_batch}
         info = sweep_info(cfgs, seed_list, cells, settings, run, cfg_values, seeds)
-        out = {k: v for k, v in latent_image.items() if k not in ("samples", "batch_index")}
-        out["samples"] = result
+        out = with_samples(latent_image, result)
+        out.pop("batch_index", None)  # the cells are new items, not picks from a batch
         labels = "\n".join(cell.label for cell in cells)
         return ui_result((out, info, labels), text=summary(info))
 
@@ -162,8 +161,9 @@ class SweepGrid:
         width, height = grids.scaled_size(images.shape[2], images.shape[1], cell_scale)
         spec = grid_spec(info, width, height, footer, label_size)
         budget = int(max_megapixels * 1e6)
-        grids.check_budget(grids.layout(spec), budget)
-        picture = grids.draw_grid(grids.resize_images(images, width, height), spec, budget)
+        layout = grids.layout(spec)
+        grids.check_budget(layout, budget)  # before resizing what would be refused
+        picture = grids.render_grid(grids.resize_images(images, width, height), spec, layout)
         return ui_result((picture,), images=preview_images(picture, "latentlab_sweep"))
 
 

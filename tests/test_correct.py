@@ -365,7 +365,6 @@ def test_lerp_endpoints_are_exact():
 # ------------------------------------------------------------------------------------------------ units and strength
 
 def _unit_operations(scale, shift, strength):
-    affine = correct.scaled_affine(SDXL.rgb_affine(), SDXL)
     return {
         "center": lambda x, **u: correct.center(x, [strength, 0.5 * strength, strength, 0.0], 0.7 * strength, **u),
         "soft_clamp_pixel": lambda x, **u: correct.soft_clamp(x, 1.5, 2.0, "pixel", strength=strength, **u),

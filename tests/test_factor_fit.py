@@ -57,7 +57,7 @@ def test_fit_node_saves_a_file_the_preview_lists_and_uses(models_dir):
     vae = doubles.LinearVAE(seed=1)
     images = doubles.varied_images(4)
     before = images.clone()
-    result = FitLatentRGBFactors().fit(vae, images, "vae_decode", "unknown", "linear vae", False)
+    FitLatentRGBFactors().fit(vae, images, "vae_decode", "unknown", "linear vae", False)
     assert torch.equal(images, before)
     path = models_dir / "latent_rgb" / "linear vae.safetensors"
     affine, metadata = load_factors(str(path))

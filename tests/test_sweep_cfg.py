@@ -307,6 +307,33 @@ def test_a_patch_that_drops_cells_is_caught_and_the_originals_are_untouched():
     assert original["sampler_cfg_function"] is first_only
 
 
+def test_a_latent_lab_error_inside_a_patch_keeps_its_own_message():
+    from latent_lab.adapters.sweep_sampler import guarded_options
+    from latent_lab.core.errors import LatentLabInputError
+
+    def refuses(args):
+        raise LatentLabInputError("3 channel strengths for a 4-channel latent.", "Fix the schedule.")
+
+    options = guarded_options({"sampler_post_cfg_function": [refuses]})
+    x = torch.randn((2,) + SHAPE)
+    with pytest.raises(LatentLabInputError) as caught:
+        options["sampler_post_cfg_function"][0]({"denoised": x, "cond_scale": cfg_scale([2.0, 3.0], x), "input": x})
+    assert caught.value.problem == "3 channel strengths for a 4-channel latent."
+
+
+def test_a_pre_cfg_patch_may_return_no_uncond_when_no_cell_needs_one():
+    from latent_lab.adapters.sweep_sampler import guarded_options
+
+    def passes(args):
+        return args["conds_out"]
+
+    options = guarded_options({"sampler_pre_cfg_function": [passes]})
+    x = torch.randn((2,) + SHAPE)
+    out = options["sampler_pre_cfg_function"][0]({"conds_out": [x, None], "input": x,
+                                                   "cond_scale": cfg_scale([1.0, 1.0], x)})
+    assert out[0] is x and out[1] is None
+
+
 def test_out_of_memory_is_not_blamed_on_the_scale():
     from latent_lab.adapters.sweep_sampler import guarded_options
 

@@ -6,10 +6,10 @@ from latent_lab.core.errors import LatentLabInputError
 from latent_lab.nodes.sweep import CFGSweepSampler, parse_axes
 
 
-def run(latent=None, cfg_values="3, 7", seeds="", max_cells=64, seed=5):
+def run(latent=None, cfg_values="3, 7", seeds="", max_cells=64, seed=5, model_batch="all cells", positive=()):
     latent = latent if latent is not None else {"samples": torch.zeros(1, 4, 8, 8)}
-    return CFGSweepSampler().sweep(None, seed, 4, cfg_values, "euler", "normal", [], [], latent, 1.0, seeds, 0,
-                                   "all cells", max_cells)
+    return CFGSweepSampler().sweep(None, seed, 4, cfg_values, "euler", "normal", list(positive), [], latent, 1.0,
+                                   seeds, 0, model_batch, max_cells)
 
 
 def test_batch_of_more_than_one_latent_is_refused():
@@ -45,6 +45,22 @@ def test_more_cells_than_the_limit_is_refused():
         run(cfg_values="1-65")
     with pytest.raises(LatentLabInputError, match="12 cells, more than max_cells \\(10\\)"):
         run(cfg_values="1-6", seeds="+2", max_cells=10)
+
+
+def test_unknown_model_batch_is_refused_with_the_choices():
+    with pytest.raises(LatentLabInputError, match="CFG Sweep Sampler: Unknown model_batch 'fast'") as caught:
+        run(model_batch="fast")
+    assert "auto, all cells, per cell (exact)" in caught.value.fix
+
+
+@pytest.mark.parametrize("positive, match", [
+    ((), "positive input is not a ComfyUI CONDITIONING"),
+    (([torch.zeros(2, 77, 768), {}],), "positive conditioning holds a batch of 2 prompts"),
+])
+def test_conditioning_that_is_not_one_prompt_is_refused_before_sampling(positive, match):
+    with pytest.raises(LatentLabInputError, match=match) as caught:
+        run(positive=positive)
+    assert str(caught.value).startswith("Latent Lab · CFG Sweep Sampler:")
 
 
 def test_validate_inputs_accepts_good_lists_and_linked_inputs():

@@ -25,12 +25,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)  # `import random_models`: the model builders shared with benchmarks/
+import random_models  # noqa: E402
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 SKIP_REASON = ("COMFYUI_PATH is not set: integration tests need a ComfyUI checkout and its Python "
                "environment (see README, 'Integration tests').")
 PACK_DIR_NAME = "ComfyUI-LatentLab"
-CACHE = os.environ.get("LATENT_LAB_IT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "latent-lab-it"))
-RANDOM_MODELS_VERSION = 1
 
 
 def pytest_collection_modifyitems(config, items):
@@ -138,13 +137,7 @@ def wait_until_up(server: ComfyServer, timeout: float = 300) -> None:
 
 
 def cached_random_model(kind: str, seed: int) -> str:
-    """Build (once) a random-weight model file with ComfyUI's classes, in a subprocess."""
-    os.makedirs(CACHE, exist_ok=True)
-    path = os.path.join(CACHE, f"random_{kind}_s{seed}_v{RANDOM_MODELS_VERSION}.safetensors")
-    if not os.path.exists(path):
-        subprocess.run([sys.executable, os.path.join(HERE, "random_models.py"), COMFYUI_PATH, kind, path, str(seed)],
-                       check=True, cwd=COMFYUI_PATH, timeout=900)
-    return path
+    return random_models.cached_random_model(kind, seed, COMFYUI_PATH)
 
 
 def link_model(server: ComfyServer, folder: str, source: str, name: str) -> str:

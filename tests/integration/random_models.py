@@ -7,7 +7,11 @@ real SD models; their outputs mean nothing.
 """
 import math
 import os
+import subprocess
 import sys
+
+CACHE = os.environ.get("LATENT_LAB_IT_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "latent-lab-it"))
+RANDOM_MODELS_VERSION = 1
 
 SD15_UNET = {
     "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
@@ -72,6 +76,16 @@ def checkpoint_state_dict(seed: int) -> dict:
     state.update({f"cond_stage_model.{k}": v for k, v in clip.state_dict().items()})
     state.update({f"first_stage_model.{k}": v for k, v in vae_state_dict(seed + 2).items()})
     return state
+
+
+def cached_random_model(kind: str, seed: int, comfy_path: str) -> str:
+    """Build (once) a random-weight model file with ComfyUI's classes, in a subprocess; the cached file's path."""
+    os.makedirs(CACHE, exist_ok=True)
+    path = os.path.join(CACHE, f"random_{kind}_s{seed}_v{RANDOM_MODELS_VERSION}.safetensors")
+    if not os.path.exists(path):
+        subprocess.run([sys.executable, os.path.abspath(__file__), comfy_path, kind, path, str(seed)],
+                       check=True, cwd=comfy_path, timeout=900)
+    return path
 
 
 def main(comfy_path: str, kind: str, out_file: str, seed: int) -> None:

@@ -1,6 +1,5 @@
 """Foundation inside real ComfyUI: loader, /object_info, a prompt over HTTP, fitting on ComfyUI's VAE class."""
 import io
-import json
 import os
 
 import numpy as np

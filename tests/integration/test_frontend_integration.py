@@ -181,7 +181,7 @@ def _open_from_templates_dialog(page, module: str, name: str) -> bool:
         page.evaluate("window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")
         page.get_by_text(module, exact=True).first.click(timeout=10000)
         page.locator(f"[data-testid='template-workflow-{name}'], :text-is('{name}')").first.click(timeout=10000)
-        page.wait_for_function(f"window.app.graph.nodes.some((n) => n.type === 'LatentLabStats')", timeout=15000)
+        page.wait_for_function("window.app.graph.nodes.some((n) => n.type === 'LatentLabStats')", timeout=15000)
         return True
     except Exception:  # noqa: BLE001  the dialog's markup changes between frontend versions
         page.keyboard.press("Escape")
