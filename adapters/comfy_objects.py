@@ -16,6 +16,13 @@ def model_format_hint(model) -> str | None:
     return fmt.key if fmt is not None else None
 
 
+def model_latent_channels(model) -> int:
+    """The latent channel count of a MODEL (ComfyUI ModelPatcher); refuses anything else."""
+    require(hasattr(model, "clone") and hasattr(model, "get_model_object"),
+            "The model input is not a ComfyUI MODEL.", "Connect a MODEL output (Load Checkpoint...).")
+    return int(getattr(model.get_model_object("latent_format"), "latent_channels", 4))
+
+
 def vae_channels(vae) -> int:
     return int(getattr(vae, "latent_channels", 4))
 

@@ -9,6 +9,7 @@ import torch
 
 from ..core.correct import apply_schedule, model_progress, run_progress
 from ..core.trajectory import Trajectory
+from ..core.validate import all_finite
 from .runtime import comfy
 
 TIMELINES = ("run", "model")
@@ -35,13 +36,16 @@ class ProgressClock:
     def __init__(self, timeline: str = "run"):
         self.timeline = timeline
         self._model_cache = {}
+        self._run = (None, [])  # the last run's sigmas tensor and their values on the host
+
 
     def percents(self, args) -> tuple:
         sigmas = _sigmas_of(args)
         run_sigmas = args.get("model_options", {}).get("transformer_options", {}).get("sample_sigmas")
         if self.timeline == "run" and run_sigmas is not None:
-            schedule = run_sigmas.flatten().tolist()
-            return sigmas, [100 * run_progress(s, schedule) for s in sigmas]
+            if self._run[0] is not run_sigmas:  # one host copy per run, not per model call
+                self._run = (run_sigmas, run_sigmas.flatten().tolist())
+            return sigmas, [100 * run_progress(s, self._run[1]) for s in sigmas]
         return sigmas, [100 * self._model_progress(args["model"], s) for s in sigmas]
 
     def _model_progress(self, model, sigma: float) -> float:
@@ -60,15 +64,18 @@ class CorrectionPatch:
         self.steps = steps
         self.strength = strength
         self.clock = ProgressClock(timeline)
+        self.idle = strength == 0 or not any(step.op.strength for step in steps)
 
     def __call__(self, args) -> torch.Tensor:
         denoised = args["denoised"]
-        if self.strength == 0 or not any(step.op.strength for step in self.steps):
-            return denoised
-        # A NaN would spread through every mean; leave a broken prediction as it is.
-        if not bool(torch.isfinite(denoised).all()):
+        if self.idle:
             return denoised
         _, percents = self.clock.percents(args)
+        if not any(step.op.active(p) for step in self.steps for p in percents):
+            return denoised
+        # A NaN would spread through every mean; leave a broken prediction as it is.
+        if not all_finite(denoised):
+            return denoised
         return apply_schedule(denoised, self.steps, percents, self.strength)
 
 

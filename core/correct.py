@@ -92,6 +92,11 @@ def _require_finite(x: torch.Tensor, *summaries: np.ndarray) -> None:
         check_finite(x, "LATENT")
 
 
+def check_strength(value: float, what: str = "strength") -> None:
+    require(math.isfinite(value) and 0 <= value <= 1, f"The {what} {value} is outside 0..1.",
+            "0 leaves the latent as it is, 1 applies the correction fully.")
+
+
 def lerp(x: torch.Tensor, corrected: torch.Tensor, strength: float) -> torch.Tensor:
     """Blend toward a correction; strength 0 gives x itself, 1 the correction."""
     if strength == 0:
@@ -118,19 +123,24 @@ def _extremes(work: torch.Tensor) -> tuple:
 # (the nodes use this instead of a separate scan of the whole latent).
 
 def center(x: torch.Tensor, channel_strengths: Sequence[float], global_strength: float = 1.0,
-           scale: float = 1.0, shift: float = 0.0, reject_nonfinite: bool = False) -> torch.Tensor:
-    """Subtract each channel's mean x its strength (0 leaves a channel alone), then the item's mean x global.
+           scale: float = 1.0, shift: float = 0.0, reject_nonfinite: bool = False,
+           strength: float = 1.0) -> torch.Tensor:
+    """Subtract each channel's mean x its strength (0 leaves a channel alone), then the item's mean x global;
+    strength blends from x (0) to that correction (1), as every operation's strength does.
 
     Offsets are one per item and channel and do not depend on the scale (see _center_map).
     """
     require(len(channel_strengths) == x.shape[1],
             f"{len(channel_strengths)} channel strengths for a {x.shape[1]}-channel latent.")
+    for value, what in ((global_strength, "global strength"), (strength, "strength"), *(
+            (s, "channel strength") for s in channel_strengths)):
+        check_strength(value, what)
     work = _work(x)
     means = _host_means(work)
     if reject_nonfinite:
         _require_finite(x, means)
     offsets = (means - shift) @ _center_map(tuple(channel_strengths), float(global_strength))
-    return _apply(x, work, None, offsets)
+    return _apply(x, work, None, offsets * strength)
 
 
 @functools.lru_cache(maxsize=64)
@@ -155,7 +165,8 @@ def _pull(reach, limit, start, upper: bool):
     1 - the blog's slope (b - t) / (M - t) with M = max(reach, b), written (M - b) / (M - t): exactly 0 wherever
     the reach stays within the boundary b, so those values come out bit for bit. On the lower side (upper False)
     reach is a minimum, M = min(reach, b) and b, t are the lower limits; the ratio is positive on both sides.
-    M - t is 0 only for an all-zero item in relative mode (b = t = 0): kept off zero, nothing moves there.
+    M - t is 0 for an all-zero item in relative mode (b = t = 0), or where b and t round to one float32: kept off
+    zero, so nothing moves there rather than becoming NaN.
     """
     if isinstance(reach, np.ndarray):
         beyond = np.maximum(reach - limit, 0) if upper else np.minimum(reach - limit, 0)
@@ -163,8 +174,7 @@ def _pull(reach, limit, start, upper: bool):
         return beyond / (np.maximum(spread, TINY) if upper else np.minimum(spread, -TINY))
     beyond = (reach - limit).clamp_(min=0) if upper else (reach - limit).clamp_(max=0)
     spread = (reach.clamp_(min=limit) if upper else reach.clamp_(max=limit)).sub_(start)
-    if isinstance(limit, torch.Tensor):  # per-item limits (relative mode) can be all zero
-        spread = spread.clamp_(min=TINY) if upper else spread.clamp_(max=-TINY)
+    spread = spread.clamp_(min=TINY) if upper else spread.clamp_(max=-TINY)
     return beyond.div_(spread)
 
 
@@ -179,10 +189,10 @@ class ClampLimits:
 
 
 def _pixel_extremes(work: torch.Tensor) -> tuple:
-    """Each pixel's min and max across channels ([B, N] on the host) and, from them, each item's ([B, 1])."""
-    cells = _cells(work.detach())
-    low, high = cells.amin(dim=1), cells.amax(dim=1)
-    return _host(low.amin(dim=1, keepdim=True)), _host(high.amax(dim=1, keepdim=True)), low.numpy(), high.numpy()
+    """Each item's min and max ([B, 1] on the host), from each pixel's across channels ([B, 1, ...] tensors)."""
+    low, high = work.detach().amin(dim=1, keepdim=True), work.detach().amax(dim=1, keepdim=True)
+    per_item = (lambda v, reduce: _host(reduce(v.reshape(v.shape[0], -1), dim=1, keepdim=True)))
+    return per_item(low, torch.amin), per_item(high, torch.amax), low, high
 
 
 def _pulled(values, top, bottom, upper_t, lower_t):
@@ -197,7 +207,7 @@ def _pulled(values, top, bottom, upper_t, lower_t):
 
 def _sparse_pixel_clamp(work, limits: ClampLimits, extremes: tuple, strength: float) -> torch.Tensor:
     """A copy of work with just the pixels whose extreme passes the boundary rewritten (mode "pixel", CPU)."""
-    _, _, pixel_low, pixel_high = extremes
+    pixel_low, pixel_high = (v.reshape(v.shape[0], -1).numpy() for v in extremes[2:])
     moving = np.flatnonzero((pixel_high > limits.upper_b[:, None]) | (pixel_low < limits.lower_b[:, None]))
     out = work.detach().clone(memory_format=torch.contiguous_format)
     if moving.size == 0:
@@ -211,17 +221,18 @@ def _sparse_pixel_clamp(work, limits: ClampLimits, extremes: tuple, strength: fl
     return out
 
 
-def _dense_clamp(work, limits: ClampLimits, channel_extremes: tuple | None, strength: float) -> torch.Tensor:
-    """x - pull x excess for every value, in torch on work's device; channel_extremes for mode "channel"."""
+def _dense_clamp(work, limits: ClampLimits, extremes: tuple, strength: float) -> torch.Tensor:
+    """x - pull x excess for every value, in torch on work's device. extremes: _extremes' (mode "channel") or
+    _pixel_extremes' (mode "pixel")."""
     shared = (limits.upper_b == limits.upper_b[0]).all()  # one number for every item is cheaper than a tensor
     per_item = (lambda v: float(v[0])) if shared else (lambda v: _on(v, work))
-    if channel_extremes is not None:
-        low, high = channel_extremes
+    if len(extremes) == 2:
+        low, high = extremes
         top = _on(_pull(high, limits.upper_b[:, None], limits.upper_t[:, None], True) * strength, work)
         bottom = _on(_pull(low, limits.lower_b[:, None], limits.lower_t[:, None], False) * strength, work)
-    else:
-        top = _pull(work.amax(dim=1, keepdim=True), per_item(limits.upper_b), per_item(limits.upper_t), True)
-        bottom = _pull(work.amin(dim=1, keepdim=True), per_item(limits.lower_b), per_item(limits.lower_t), False)
+    else:  # _pull works in place on the pixel extremes: nothing reads them after this
+        top = _pull(extremes[3], per_item(limits.upper_b), per_item(limits.upper_t), True)
+        bottom = _pull(extremes[2], per_item(limits.lower_b), per_item(limits.lower_t), False)
         if strength != 1:
             top, bottom = top.mul_(strength), bottom.mul_(strength)
     return _pulled(work, top, bottom, per_item(limits.upper_t), per_item(limits.lower_t))
@@ -251,9 +262,10 @@ def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, m
                 "Both are fractions: boundary of the item's max|x|, threshold of the boundary.")
     else:
         check_clamp_limits(threshold, boundary)
+    check_strength(strength)
     work = _work(x)
     sparse = mode == "pixel" and (work.device.type == "cpu" if sparse is None else sparse)
-    extremes = _pixel_extremes(work) if sparse else _extremes(work)
+    extremes = _pixel_extremes(work) if mode == "pixel" else _extremes(work)
     low, high = extremes[:2]
     if reject_nonfinite:
         _require_finite(x, low, high)
@@ -266,7 +278,7 @@ def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, m
                                                    shift - t / scale)))
     if sparse:
         return _result(x, _sparse_pixel_clamp(work, limits, extremes, strength))
-    return _result(x, _dense_clamp(work, limits, extremes if mode == "channel" else None, strength))
+    return _result(x, _dense_clamp(work, limits, extremes, strength))
 
 
 def maximize(x: torch.Tensor, boundary: float, channels: Sequence[int], strength: float = 1.0,
@@ -277,6 +289,7 @@ def maximize(x: torch.Tensor, boundary: float, channels: Sequence[int], strength
     """
     require(boundary > 0 and math.isfinite(boundary), f"Maximize needs a boundary > 0; got {boundary}.")
     require(len(channels) > 0, "Maximize needs at least one channel.")
+    check_strength(strength)
     work = _work(x)
     chosen = list(channels)
     low, high = _extremes(work)                       # every channel, so NaN anywhere is seen
@@ -352,6 +365,7 @@ def balance(x: torch.Tensor, affine: RgbAffine, target: torch.Tensor | None, cha
     require(affine.channels == x.shape[1],
             f"The latent has {x.shape[1]} channels but the factors '{affine.label}' expect {affine.channels}.",
             "Pick factors made for this latent's format.")
+    check_strength(strength)
     work = _work(x)
     means = _host_means(work)
     if reject_nonfinite:
@@ -419,6 +433,7 @@ def _channel_strengths(text: str, count: int, names: tuple, default_strength: fl
     for part in text.split(","):
         item, _, amount = part.strip().partition(":")
         value = _number(amount, f"channel strength '{part.strip()}'") if amount else default_strength
+        check_strength(value, f"channel strength of '{part.strip()}'")
         for index in _channel_indices(item.strip(), count, names):
             strengths[index] = value
     return tuple(strengths)
@@ -504,6 +519,11 @@ def operation(kind: str, start: float, end: float, strength: float = 1.0, **opti
     unknown = sorted(set(options) - set(OPTION_DEFAULTS[kind]))
     require(not unknown, f"'{kind}' has no option {', '.join(unknown)}.",
             f"Its options: {', '.join(OPTION_DEFAULTS[kind])}, strength.")
+    require(options.get("boundary") != "auto" or kind == "maximize", f"'{kind}' has no boundary=auto.",
+            "Give the boundary as a number in scaled units, such as boundary=4 (auto is for maximize).")
+    for key in ("channel", "global"):
+        require(key not in options or 0 <= float(options[key]) <= 1,
+                f"{key}={options.get(key)} of '{kind}' is outside 0..1.", "0 leaves the means alone, 1 removes them.")
     # Windows to a millionth of a percent, so their text form reads back exactly.
     return Operation(kind, round(float(start), 6), round(float(end), 6), float(strength), dict(options))
 
@@ -629,12 +649,10 @@ class Step:
     run: Callable[[torch.Tensor, float], torch.Tensor]
 
 
-def compile_schedule(schedule: Sequence[Operation], fmt: LatentFormat, affine: RgbAffine | None = None) -> tuple:
+def compile_schedule(schedule: Sequence[Operation], fmt: LatentFormat) -> tuple:
     """Resolve 'auto' choices and check every option now, so a bad schedule fails before sampling starts.
-
-    affine: RGB factors taking SCALED latents (scaled_affine); default: the format's ComfyUI factors.
-    """
-    affine = affine if affine is not None else scaled_affine(fmt.rgb_affine("comfyui"), fmt)
+    Color balance uses the format's ComfyUI factors, taking scaled latents (x0 predictions are scaled)."""
+    affine = scaled_affine(fmt.rgb_affine("comfyui"), fmt)
     steps = []
     for op in schedule:
         try:
@@ -661,7 +679,7 @@ def _compile(op: Operation, fmt: LatentFormat, affine: RgbAffine) -> Callable:
     if op.kind == "center":
         strengths = parse_channels(str(op.option("channels")), count, fmt, "center", float(op.option("channel")))
         global_strength = float(op.option("global"))
-        return lambda x, amount: center(x, [s * amount for s in strengths], global_strength * amount)
+        return lambda x, amount: center(x, strengths, global_strength, strength=amount)
     if op.kind == "maximize":
         channels = selected(parse_channels(str(op.option("channels")), count, fmt, "maximize"))
         boundary = op.option("boundary")

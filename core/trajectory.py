@@ -61,13 +61,11 @@ class Trajectory:
     affine maps SCALED latents to RGB (core.correct.scaled_affine), since x0 predictions are scaled.
     """
 
-    def __init__(self, affine: RgbAffine, channel_names: tuple, preview_side: int = 64, max_runs: int = 4,
-                 label: str = ""):
+    def __init__(self, affine: RgbAffine, channel_names: tuple, preview_side: int = 64, max_runs: int = 4):
         self.affine = affine
         self.channel_names = tuple(channel_names)
         self.preview_side = preview_side
         self.max_runs = max_runs
-        self.label = label
         self.runs = []
 
     def begin_run(self, sigmas: list) -> Run:

@@ -3,20 +3,20 @@ import json
 
 import numpy as np
 
-from ..adapters.comfy_objects import model_format_hint
+from ..adapters.comfy_objects import model_format_hint, model_latent_channels
 from ..adapters.correction_patch import TIMELINES, correction_model, trajectory_model
 from ..adapters.ui import preview_images
 from ..core import correct
 from ..core.errors import LatentLabInputError, require
 from ..core.formats import resolve_format
 from ..core.trajectory import Trajectory, filmstrip, plots, summary, summary_text
-from .common import CATEGORY, format_input, latent_format, node_errors, samples_of, ui_result, with_samples
+from .common import (CATEGORY, MODEL_HINT, format_input, latent_format, node_errors, samples_of, ui_result,
+                     with_samples)
 from .factors import factors_input, rgb_affine, validate_factors_choice
 
 AREA = f"{CATEGORY}/Correct"
 SCALED = " In scaled units ((raw - shift) x scale, the sampler's and the SDXL-latent blog's units; SDXL ends near ±4)."
 LATENT_IN = ("LATENT", {"tooltip": "The latent to correct. Each batch item is corrected on its own; the input is not changed."})
-MODEL_HINT = ("MODEL", {"tooltip": "Optional: the model that made this latent; its format is used when format is auto."})
 LATENT_OUT = "The corrected latent (raw values, like any LATENT), tagged with its format."
 
 
@@ -206,10 +206,7 @@ class LatentColorBalance:
 
 
 def _model_format(model, format_choice):
-    require(hasattr(model, "clone") and hasattr(model, "get_model_object"),
-            "The model input is not a ComfyUI MODEL.", "Connect a MODEL output (Load Checkpoint...).")
-    latent = model.get_model_object("latent_format")
-    return resolve_format(format_choice, int(getattr(latent, "latent_channels", 4)), model_format_hint(model))
+    return resolve_format(format_choice, model_latent_channels(model), model_format_hint(model))
 
 
 PRESET_CHOICES = tuple(correct.PRESETS) + ("custom",)
@@ -259,6 +256,7 @@ class LatentCorrection:
         fmt = _model_format(model, format)
         require(preset in PRESET_CHOICES, f"Unknown preset '{preset}'.", f"Use one of: {', '.join(PRESET_CHOICES)}.")
         require(timeline in TIMELINES, f"Unknown timeline '{timeline}'.", f"Use one of: {', '.join(TIMELINES)}.")
+        correct.check_strength(strength)
         operations = correct.parse_schedule(schedule) if preset == "custom" else correct.PRESETS[preset]()
         steps = correct.compile_schedule(operations, fmt)
         text = f"{fmt.label} · strength {strength:g} · timeline {timeline}\n" + correct.schedule_text(operations)
@@ -291,8 +289,7 @@ class LatentTrajectoryRecorder:
     @node_errors("Latent Trajectory Recorder")
     def record(self, model, preview_side, timeline, format):
         fmt = _model_format(model, format)
-        record = Trajectory(correct.scaled_affine(fmt.rgb_affine(), fmt), fmt.channel_names,
-                                       preview_side, label=fmt.label)
+        record = Trajectory(correct.scaled_affine(fmt.rgb_affine(), fmt), fmt.channel_names, preview_side)
         return (trajectory_model(model, record, timeline), record)
 
 

@@ -184,6 +184,28 @@ def test_sparse_and_dense_pixel_soft_clamp_agree(x, limits, relative, strength, 
     assert torch.equal(sparse[unchanged], raw[unchanged])
 
 
+@pytest.mark.parametrize("sparse", [True, False])
+@pytest.mark.parametrize("mode", correct.CLAMP_MODES)
+def test_soft_clamp_with_limits_one_float32_apart_stays_finite(sparse, mode):
+    x = torch.randn(2, 4, 6, 6) * 3
+    out = correct.soft_clamp(x, 3.9999999, 4.0, mode, sparse=sparse)  # threshold and boundary: the same float32
+    assert torch.isfinite(out).all() and out.abs().max() <= 4.0 + 1e-6
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, s: correct.center(x, [1.0] * 4, 1.0, strength=s),
+    lambda x, s: correct.center(x, [1.0] * 4, s),
+    lambda x, s: correct.center(x, [s] * 4, 1.0),
+    lambda x, s: correct.soft_clamp(x, 1.0, 2.0, strength=s),
+    lambda x, s: correct.maximize(x, 4.0, [0, 1, 2], s),
+    lambda x, s: correct.color_balance(x, SDXL.rgb_affine(), None, [0, 1, 2], s),
+])
+@pytest.mark.parametrize("strength", [float("nan"), -0.5, 1.5])
+def test_strengths_outside_0_to_1_are_refused(call, strength):
+    with pytest.raises(LatentLabInputError, match="outside 0..1"):
+        call(torch.randn(1, 4, 4, 4), strength)
+
+
 @pytest.mark.parametrize("threshold, boundary", [(4.0, 4.0), (5.0, 4.0), (-1.0, 4.0), (float("nan"), 4.0)])
 def test_soft_clamp_refuses_threshold_not_below_boundary(threshold, boundary):
     with pytest.raises(LatentLabInputError, match="threshold"):

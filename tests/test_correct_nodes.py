@@ -143,6 +143,24 @@ def test_threshold_above_boundary_is_refused():
         nodes.LatentSoftClamp().clamp(sdxl_latent(), "sdxl", 4.5, 4.0, "pixel", 1.0)
 
 
+@pytest.mark.parametrize("call, match", [
+    (lambda l: nodes.LatentMaximize().maximize(l, "sdxl", "0:0", 4.0, 1.0), "Latent Maximize: No channels chosen"),
+    (lambda l: nodes.LatentColorBalance().balance(l, "sdxl", "comfyui", "neutral", "1:0", 1.0),
+     "Latent Color Balance: No channels chosen"),
+    (lambda l: nodes.LatentColorBalance().balance(l, "sdxl", "comfyui", "grey", "auto", 1.0),
+     "Latent Color Balance: Target color 'grey' is not understood"),
+    (lambda l: nodes.LatentCenter().center(l, "sdxl", "auto", float("nan"), 1.0), "Latent Center: .*outside 0..1"),
+    (lambda l: nodes.LatentSoftClamp().clamp(l, "sdxl", 3.5, 4.0, "pixel", float("nan")),
+     "Latent Soft Clamp: The strength nan is outside 0..1"),
+])
+def test_bad_choices_are_refused_with_the_node_name(call, match):
+    latent = sdxl_latent()
+    before = latent["samples"].clone()
+    with pytest.raises(LatentLabError, match=f"Latent Lab · {match}"):
+        call(latent)
+    assert torch.equal(latent["samples"], before)
+
+
 def test_not_a_latent_is_refused():
     with pytest.raises(LatentLabError, match="not a ComfyUI latent"):
         nodes.LatentCenter().center(torch.zeros(1, 4, 2, 2), "sdxl", "auto", 1.0, 1.0)
@@ -186,6 +204,18 @@ def test_correction_node_on_an_unknown_4_channel_model_asks_for_the_format():
     with pytest.raises(LatentLabError, match="ambiguous"):
         nodes.LatentCorrection().patch(comfy.ModelPatcher(Unknown), "blog", 1.0, "run", "", "auto")
     nodes.LatentCorrection().patch(comfy.ModelPatcher(Unknown), "blog", 1.0, "run", "", "sd15")
+
+
+@pytest.mark.parametrize("model, preset, strength, timeline, match", [
+    ("not a model", "blog", 1.0, "run", "not a ComfyUI MODEL"),
+    (None, "gentle", 1.0, "run", "Unknown preset 'gentle'"),
+    (None, "blog", 1.0, "steps", "Unknown timeline 'steps'"),
+    (None, "blog", float("nan"), "run", "strength nan is outside 0..1"),
+])
+def test_correction_node_refuses_bad_inputs_with_its_name(model, preset, strength, timeline, match):
+    model = comfy.ModelPatcher(comfy.SDXL) if model is None else model
+    with pytest.raises(LatentLabError, match=f"Latent Lab · Latent Correction: .*{match}"):
+        nodes.LatentCorrection().patch(model, preset, strength, timeline, "", "auto")
 
 
 def test_default_schedule_text_is_the_blog_preset():

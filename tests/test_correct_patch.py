@@ -56,6 +56,12 @@ def test_patch_leaves_a_non_finite_prediction_alone():
     assert patch.CorrectionPatch(steps())(call_args(x0, SIGMAS[:1], SIGMAS)) is x0
 
 
+def test_patch_outside_every_window_returns_denoised_itself_without_reading_it():
+    late_only = steps(correct.parse_schedule("center 90-100% channels=all"))
+    x0 = torch.full((1, 4, 4, 4), float("nan"))  # never scanned: no operation is active at 0%
+    assert patch.CorrectionPatch(late_only)(call_args(x0, SIGMAS[:1], SIGMAS)) is x0
+
+
 def test_patch_corrects_each_batch_item_on_its_own():
     x0 = torch.randn(3, 4, 6, 6) * torch.tensor([1.0, 6.0, 12.0]).view(3, 1, 1, 1) + torch.tensor([0.0, 2.0, -3.0]).view(3, 1, 1, 1)
     fn = patch.CorrectionPatch(steps())

@@ -154,10 +154,31 @@ def test_compile_checks_options_before_sampling():
 def test_apply_schedule_runs_only_the_operations_in_each_items_window():
     steps = correct.compile_schedule(correct.parse_schedule("center 0-50% channels=all global=0"), SDXL)
     x = torch.randn(3, 4, 5, 5) + 3
+    before = x.clone()
     out = correct.apply_schedule(x, steps, [10.0, 60.0, 49.0])
     assert out[0].mean(dim=(1, 2)).abs().max() < 1e-5 and out[2].mean(dim=(1, 2)).abs().max() < 1e-5
     assert torch.equal(out[1], x[1])
-    assert torch.equal(x, x.clone())
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("amount", [0.25, 0.5, 0.9])
+def test_a_scheduled_center_blends_toward_the_full_correction_like_every_operation(amount):
+    (step,) = correct.compile_schedule(correct.parse_schedule("center 0-100 channels=all channel=0.8 global=0.8"),
+                                       SDXL)
+    x = torch.randn(2, 4, 6, 6) + torch.tensor([2.0, -1.0, 0.5, 3.0]).view(1, 4, 1, 1)
+    full = step.run(x, 1.0)
+    torch.testing.assert_close(step.run(x, amount), correct.lerp(x, full, amount))
+
+
+@pytest.mark.parametrize("line, match", [
+    ("soft_clamp 0-10 boundary=auto", "no boundary=auto"),
+    ("center 0-10 channel=5", "channel=5.0 of 'center' is outside 0..1"),
+    ("center 0-10 global=-1", "global=-1.0 of 'center' is outside 0..1"),
+])
+def test_options_outside_their_range_are_refused_with_the_line(line, match):
+    with pytest.raises(LatentLabInputError, match=match) as caught:
+        correct.parse_schedule(line)
+    assert "Schedule line 1" in caught.value.problem
 
 
 def test_apply_schedule_returns_the_input_itself_when_nothing_applies():
