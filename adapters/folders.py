@@ -6,6 +6,7 @@ folders come from LATENT_LAB_MODELS_DIR; with neither, nothing is listed or writ
 import os
 
 from ..core.errors import LatentLabInputError, require
+from ..core.safefiles import inside
 from .runtime import comfy
 
 FOLDERS = {
@@ -49,11 +50,6 @@ def list_files(kind: str) -> list[str]:
     return sorted(names)
 
 
-def _inside(root: str, path: str) -> bool:
-    root, path = os.path.realpath(root), os.path.realpath(path)
-    return os.path.commonpath([root, path]) == root
-
-
 def resolve(kind: str, name: str, make_hint: str) -> str:
     """Full path of an existing file in our folder; a missing file says how to make or get it."""
     require(isinstance(name, str) and name.strip() != "", f"No {FOLDERS[kind]} file was chosen.", make_hint)
@@ -62,7 +58,7 @@ def resolve(kind: str, name: str, make_hint: str) -> str:
             f"Pick a file from the list; files live in models/{kind}/.")
     for root in folder_paths_for(kind):
         path = os.path.join(root, name)
-        if os.path.isfile(path) and _inside(root, path):
+        if os.path.isfile(path) and inside(root, path):
             return path
     raise LatentLabInputError(
         f"The {FOLDERS[kind]} file '{name}' is not in models/{kind}/ on this machine.",
@@ -80,5 +76,5 @@ def output_path(kind: str, name: str) -> str:
     if not name.lower().endswith(EXTENSION):
         name += EXTENSION
     path = os.path.join(roots[0], name)
-    require(_inside(roots[0], path), f"'{name}' would leave the {kind} folder.", "Use a plain file name.")
+    require(inside(roots[0], path), f"'{name}' would leave the {kind} folder.", "Use a plain file name.")
     return path

@@ -6,6 +6,7 @@
     GET /latentlab/api/latent?type=&subfolder=&filename=    one file's bytes
 Refusals answer JSON {"error", "fix", "status"}. Which files may be read is decided by core/latent_files.py.
 """
+import asyncio
 import os
 
 from ..core import latent_files
@@ -21,6 +22,12 @@ def roots() -> dict:
     if fp is None:
         return {}
     return {"output": fp.get_output_directory(), "input": fp.get_input_directory()}
+
+
+def _read_capped(path: str) -> bytes:
+    """The file's bytes, one past the cap at most (so a file that grew since it was checked shows)."""
+    with open(path, "rb") as handle:
+        return handle.read(latent_files.MAX_BYTES + 1)
 
 
 def register_routes() -> bool:
@@ -46,7 +53,7 @@ def register_routes() -> bool:
 
     @routes.get(PREFIX + "/api/latents")
     async def list_latents(request):
-        files = latent_files.list_files(roots())
+        files = await asyncio.to_thread(latent_files.list_files, roots())  # disk walks off the event loop
         return web.json_response({"files": files, "max_bytes": latent_files.MAX_BYTES,
                                   "roots": list(latent_files.ROOT_TYPES)},
                                  headers={"Cache-Control": "no-store"})
@@ -59,8 +66,7 @@ def register_routes() -> bool:
                                         query.get("subfolder", ""))
         except latent_files.LatentFileError as error:
             return error_response(error)
-        with open(path, "rb") as handle:
-            body = handle.read(latent_files.MAX_BYTES + 1)
+        body = await asyncio.to_thread(_read_capped, path)
         if len(body) > latent_files.MAX_BYTES:  # grew since it was checked
             return error_response(latent_files.LatentFileError(413, "The file grew past the size cap while read."))
         return web.Response(body=body, content_type="application/octet-stream",

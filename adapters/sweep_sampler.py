@@ -297,8 +297,8 @@ class SweepProgress:
 
 
 def per_cell_batches(model, auto: bool, exact: bool) -> bool:
-    """Whether to evaluate cells one at a time. auto: on a CPU, where batching gains little (about 7% per item
-    on 2 cores) and one cell at a time keeps every cell bitwise equal to its separate run."""
+    """Whether to evaluate cells one at a time. auto: on a CPU, where one cell at a time keeps every cell bitwise
+    equal to its separate run for part of batching's speed-up (benchmarks/README.md: 0.89x against 0.65x)."""
     return exact or auto and torch.device(model.load_device).type == "cpu"
 
 

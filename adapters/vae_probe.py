@@ -8,12 +8,14 @@ nodes under torch.inference_mode, whose weights autograd refuses to save).
 Neither ever tiles (VAE.encode/decode fall back to tiles on out-of-memory; tiles make their own spots):
 sizes that will not fit are refused up front with a size that will.
 """
+import functools
 import math
 
 import torch
 
 from ..core.errors import LatentLabInputError, require
 from ..core.probe import ProbeVAE
+from .comfy_objects import vae_channels
 from .runtime import comfy, intermediate_device, soft_empty_cache
 
 MAP_GRAPH_FACTOR = 4.0  # autograd graph of the SD decoder at 256 px: ~2.5x memory_used_decode measured on CPU
@@ -80,13 +82,15 @@ class ComfyProbeVAE:
         self.model = vae.first_stage_model
         self.kind = vae_kind(self.model)
         self.downscale = downscale_of(vae)
-        self.channels = int(getattr(vae, "latent_channels", 4))
+        self.channels = vae_channels(vae)
         self.wrapper = _Decoding(self.model)
         self.weights = None
         self.mm = comfy("comfy.model_management")
 
     # memory ----------------------------------------------------------
+    @functools.cached_property
     def decoder_bytes(self) -> int:
+        """The decoder's float32 weights (the probe's own copy where the VAE runs in fp16 or bf16)."""
         return sum(p.numel() * 4 for n, p in self.model.named_parameters() if not n.startswith(ENCODER_PARTS))
 
     def bytes_needed(self, height: int, width: int, mode: str) -> float:
@@ -94,7 +98,7 @@ class ComfyProbeVAE:
             return float(self.vae.memory_used_encode((1, 3, height, width), self.vae.vae_dtype))
         latent = (1, self.channels, height // self.downscale, width // self.downscale)
         one = float(self.vae.memory_used_decode(latent, torch.float32))
-        return (MAP_GRAPH_FACTOR if mode == "map" else 1.0) * one + self.decoder_bytes()
+        return (MAP_GRAPH_FACTOR if mode == "map" else 1.0) * one + self.decoder_bytes
 
     def room(self, needed: float) -> float:
         """Load the VAE, unloading other models to make `needed` bytes free if it can; free bytes after."""
@@ -132,9 +136,10 @@ class ComfyProbeVAE:
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """Raw latent [B, C, h, w] -> pixels [B, 3, H, W] in 0..1, unclamped, float32, differentiable."""
         weights = self.float32_weights()
-        per_item = self.bytes_needed(latent.shape[2] * self.downscale, latent.shape[3] * self.downscale, "verify")
-        free = float("inf") if torch.is_grad_enabled() else self.room(per_item)
-        chunk = latent.shape[0] if math.isinf(free) else max(1, int(free // per_item))
+        needed = self.bytes_needed(latent.shape[2] * self.downscale, latent.shape[3] * self.downscale, "verify")
+        free = float("inf") if torch.is_grad_enabled() else self.room(needed)
+        per_item = needed - self.decoder_bytes  # the weights are needed once, not once per item
+        chunk = latent.shape[0] if math.isinf(free) else max(1, int((free - self.decoder_bytes) // per_item))
         parts = []
         try:
             with torch.inference_mode(False):
@@ -171,9 +176,3 @@ class ComfyProbeVAE:
 
 def probe_vae(vae, tick=None) -> ProbeVAE:
     return ComfyProbeVAE(vae).probe_vae(tick)
-
-
-def check_latent_channels(vae, channels: int) -> None:
-    own = int(getattr(vae, "latent_channels", channels))
-    require(own == channels, f"The VAE makes {own}-channel latents but the latent has {channels}.",
-            "Connect the VAE that encoded this latent.")

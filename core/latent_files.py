@@ -9,6 +9,7 @@ import os
 import struct
 
 from .errors import LatentLabInputError
+from .safefiles import inside
 
 SUFFIX = ".latent"
 MAX_BYTES = 64 * 1024 * 1024
@@ -26,11 +27,6 @@ class LatentFileError(LatentLabInputError):
 
     def as_json(self) -> dict:
         return {"error": self.problem, "fix": self.fix, "status": self.status}
-
-
-def _inside(root: str, path: str) -> bool:
-    root, path = os.path.realpath(root), os.path.realpath(path)
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
 def _plain_parts(text: str, what: str) -> list:
@@ -65,7 +61,7 @@ def resolve(roots: dict, root_type: str, filename: str, subfolder: str = "", max
                               f"The Explorer reads only {SUFFIX} files (ComfyUI's Save Latent writes them).")
     root = roots[root_type]
     path = os.path.join(root, *_plain_parts(subfolder or "", "subfolder"), name_parts[0])
-    if not _inside(root, path):
+    if not inside(root, path):
         raise LatentFileError(403, f"'{filename}' leads outside the {root_type} folder (through a link).",
                               f"Copy the file into ComfyUI's {root_type} folder instead of linking it.")
     if not os.path.isfile(path):
@@ -83,37 +79,40 @@ def _shown(subfolder: str, filename: str) -> str:
 
 
 def list_files(roots: dict, max_bytes: int = MAX_BYTES, limit: int = MAX_LISTED) -> list:
-    """Every allowed .latent file under the roots, newest first: type, filename, subfolder, size, mtime, ..."""
+    """Every allowed .latent file under the roots, newest first: type, filename, subfolder, size, mtime, ...
+    Headers are read for the listed files only."""
     found = []
     for root_type, root in roots.items():
         if not root or not os.path.isdir(root):
             continue
+        real_root = os.path.realpath(root)
         for directory, folders, files in os.walk(root, followlinks=False):
             folders[:] = sorted(f for f in folders if not f.startswith("."))
             for name in files:
                 if name.startswith(".") or not name.lower().endswith(SUFFIX):
                     continue
                 path = os.path.join(directory, name)
-                if not os.path.isfile(path) or not _inside(root, path):
-                    continue
-                found.append(_entry(root_type, root, path, max_bytes))
+                if inside(real_root, path) and os.path.isfile(path):
+                    found.append(_entry(root_type, root, path, max_bytes))
     found.sort(key=lambda e: (-e["mtime"], e["type"], e["subfolder"], e["filename"]))
-    return found[:limit]
+    listed = found[:limit]
+    for entry in listed:
+        entry.update(header_summary(entry.pop("path")))
+    return listed
 
 
 def _entry(root_type: str, root: str, path: str, max_bytes: int) -> dict:
     stat = os.stat(path)
     subfolder = os.path.relpath(os.path.dirname(path), root)
-    entry = {
+    return {
         "type": root_type,
         "filename": os.path.basename(path),
         "subfolder": "" if subfolder == "." else subfolder.replace(os.sep, "/"),
         "size": stat.st_size,
         "mtime": stat.st_mtime,
         "too_large": stat.st_size > max_bytes,
+        "path": path,
     }
-    entry.update(header_summary(path))
-    return entry
 
 
 def header_summary(path: str) -> dict:

@@ -28,6 +28,7 @@ BACKWARD_PASSES = 2.0  # conservative: measured 0.6-1.1 forward passes per backw
 FD_STEP = 5e-2         # verify's forward-difference step, relative to the latent's RMS
 BRUTE_STEP = 1e-1      # brute force's central-difference step, relative to the latent's RMS
 MAX_LISTED_CELLS = 32
+TINY_INFLUENCE = 1e-30  # keeps ratios finite for a decoder whose ordinary cells have no far field at all
 LOGVAR_SCALE_FLOOR = 0.25     # nats: at threshold 6 a flagged logvar is at least 1.5 below the median
 MAGNITUDE_SCALE_FLOOR = 0.05  # of the median magnitude: at threshold 6, at least 30% above it
 BRUTE_MAX_PASSES = 8192  # 32x32 cells x 4 channels x 2
@@ -380,7 +381,7 @@ def far_field_map(decode, latent: torch.Tensor, radius: int, downscale: int = 8,
     counter = counter or PassCounter()
     latent = latent.detach().float()
     _, channels, height, width = latent.shape
-    probes = int((budget - 1) // BACKWARD_PASSES)
+    probes = map_probes(budget)
     require(probes >= 1, f"A map budget of {budget:g} passes leaves no backward pass (one costs {BACKWARD_PASSES:g} "
             "passes after the 1-pass forward).", f"Set map_passes to at least {1 + BACKWARD_PASSES:g}.")
     generator = torch.Generator().manual_seed(seed)
@@ -408,6 +409,15 @@ def far_field_map(decode, latent: torch.Tensor, radius: int, downscale: int = 8,
     info = {"backward_passes": len(plan), "bands": [[o, s, n, "RGB"[c]] for o, s, n, c, _ in plan],
             "bands_per_cell": {"min": int(per_cell.min()), "median": float(per_cell.median())}}
     return influence, info
+
+
+def map_probes(budget: float) -> int:
+    """Backward passes a map budget affords after its one forward pass."""
+    return int((budget - 1) // BACKWARD_PASSES)
+
+
+def map_passes_used(budget: float) -> float:
+    return 1 + BACKWARD_PASSES * map_probes(budget)
 
 
 def rank_one_fit(density: torch.Tensor, usable: torch.Tensor, steps: int = 30) -> torch.Tensor:
@@ -623,7 +633,7 @@ def measure_influence(vae: ProbeVAE, mean: torch.Tensor, stats: dict, mask: torc
                                         options.seed, counter)
         section.update(budget=options.map_passes, estimator=info)
     median = float(influence.nanmedian())
-    ratio = influence / max(median, 1e-30)
+    ratio = influence / max(median, TINY_INFLUENCE)
     section["median"] = median
     section["top"] = top_cells(influence, ratio, mask)
     section["cells"] = [cell_influence(influence, ratio, y, x, bool(mask[y, x]))
@@ -641,6 +651,18 @@ def top_cells(influence, ratio, mask, count: int = 8) -> list:
     return [cell_influence(influence, ratio, int(i) // width, int(i) % width, bool(mask.flatten()[i])) for i in order]
 
 
+def sample_baseline(samples: list) -> float:
+    """The median far-field influence over sampled groups of ordinary cells (the lower middle one, torch's
+    median); NaN without samples."""
+    return float(torch.tensor([s["influence"] for s in samples]).median()) if samples else float("nan")
+
+
+def influence_ratio(influence, baseline: float):
+    """influence over the baseline, rounded; a baseline of 0 (a decoder with no far field at all) is kept off zero,
+    as map mode does."""
+    return round(influence / max(baseline, TINY_INFLUENCE), 3)
+
+
 def verify_section(vae, mean, stats, mask, options, counter, section) -> tuple:
     height, width = mask.shape
     candidates = candidates_of(stats, mask)
@@ -649,20 +671,21 @@ def verify_section(vae, mean, stats, mask, options, counter, section) -> tuple:
         excluded[y, x] = True
     result = far_field_verify(vae.decode, mean, candidates, excluded, options.radius, vae.downscale,
                               options.verify_decodes, options.seed, counter, vae.max_batch)
-    baseline = float(torch.tensor([s["influence"] for s in result["samples"]]).median()) if result["samples"] else float("nan")
+    baseline = sample_baseline(result["samples"])
     influence = torch.full((height, width), float("nan"))
     for sample in result["samples"]:
         for y, x in sample["cells"]:
             influence[y, x] = sample["influence"]
-        sample["ratio"] = round(sample["influence"] / baseline, 3)
+        sample["ratio"] = influence_ratio(sample["influence"], baseline)
     cells = []
     for cell in result["cells"]:
         influence[cell["y"], cell["x"]] = cell["influence"]
-        cells.append({**cell, "flagged": bool(mask[cell["y"], cell["x"]]), "ratio": round(cell["influence"] / baseline, 3)})
+        cells.append({**cell, "flagged": bool(mask[cell["y"], cell["x"]]),
+                      "ratio": influence_ratio(cell["influence"], baseline)})
     section.update(budget=options.verify_decodes, median=baseline, cells=cells, samples=result["samples"],
                    unmeasured=result["unmeasured"],
                    baseline="median over sampled groups of ordinary cells (each group: mean far-field energy per cell)")
-    return influence, influence / baseline, section
+    return influence, influence / max(baseline, TINY_INFLUENCE), section
 
 
 def moment_summary(stats: dict, has_logvar: bool) -> dict:
@@ -700,6 +723,8 @@ def sweep(vae: ProbeVAE, image: torch.Tensor, options: ProbeOptions) -> list:
         pixels = resized(image, size, vae.downscale)
         check_fits(vae, pixels.shape[2], pixels.shape[3], "encode")
         mean, logvar = vae.encode_moments(pixels)
+        if vae.tick is not None:  # one progress unit per encode (and a chance to cancel)
+            vae.tick(1)
         check_moments(mean, logvar, pixels, vae.downscale, vae.name)
         stats = cell_stats(mean, logvar)
         flags = find_flags(stats, options.threshold, vae.downscale)

@@ -9,6 +9,12 @@ from safetensors.torch import load_file, save_file
 from .errors import LatentLabInputError, require
 
 
+def inside(root: str, path: str) -> bool:
+    """Whether path, links followed, lies in root (or is root)."""
+    root, path = os.path.realpath(root), os.path.realpath(path)
+    return os.path.commonpath([root, path]) == root
+
+
 def atomic_save(tensors: dict, path: str, metadata: dict) -> None:
     """Write to a temporary file beside `path`, then rename: a crash leaves no half-written file."""
     directory = os.path.dirname(path)

@@ -1,15 +1,12 @@
 """Latent spot repair: replace chosen cells by an interpolation of their unchosen neighbours, per channel."""
 import json
-import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.sparse import coo_matrix
-from scipy.sparse.linalg import spsolve
 
 from .errors import LatentLabInputError, require
-from .probe import PassCounter, far_field_verify
+from .probe import PassCounter, far_field_verify, influence_ratio, sample_baseline
 
 METHODS = ("harmonic", "inverse_distance")
 NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
@@ -55,6 +52,8 @@ def cells_from_report(text: str, height: int, width: int) -> torch.Tensor:
 
 def harmonic_fill(grid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[C, h, w], mask [h, w] -> masked cells solve Laplace's equation with the unmasked cells as boundary."""
+    from scipy.sparse import coo_matrix  # here, not at import: scipy.sparse adds 0.2 s to ComfyUI's start-up
+    from scipy.sparse.linalg import spsolve
     height, width = mask.shape
     unknown = mask.flatten().nonzero().flatten().tolist()
     index = {cell: i for i, cell in enumerate(unknown)}
@@ -96,7 +95,7 @@ def inverse_distance_fill(grid: torch.Tensor, mask: torch.Tensor, power: float =
             radius *= 2
         ys, xs = torch.meshgrid(torch.arange(y0, y1), torch.arange(x0, x1), indexing="ij")
         distance = ((ys - y) ** 2 + (xs - x) ** 2).double().sqrt()
-        weight = torch.where(known, distance.clamp(min=1e-9) ** -power, torch.zeros_like(distance))
+        weight = torch.where(known, distance.clamp(min=1e-9) ** -power, torch.zeros_like(distance)).to(grid.device)
         patch = grid[:, y0:y1, x0:x1].double()
         out[:, y, x] = ((patch * weight).sum((1, 2)) / weight.sum()).to(out.dtype)
     return out
@@ -131,8 +130,7 @@ def reprobe(decode, before: torch.Tensor, after: torch.Tensor, cells: torch.Tens
     states = {}
     for name, latent in (("before", before[:1]), ("after", after[:1])):
         result = far_field_verify(decode, latent, chosen, mask, radius, downscale, decodes, seed, counter)
-        baseline = float(np.median([s["influence"] for s in result["samples"]])) if result["samples"] else math.nan
-        states[name] = {"baseline": baseline,
+        states[name] = {"baseline": sample_baseline(result["samples"]),
                         "cells": {(c["y"], c["x"]): c["influence"] for c in result["cells"]}}
     rows = []
     for y, x in chosen:
@@ -140,7 +138,7 @@ def reprobe(decode, before: torch.Tensor, after: torch.Tensor, cells: torch.Tens
         for name, state in states.items():
             value = state["cells"].get((y, x))
             row[f"{name}_influence"] = value
-            row[f"{name}_ratio"] = None if value is None else round(value / state["baseline"], 3)
+            row[f"{name}_ratio"] = None if value is None else influence_ratio(value, state["baseline"])
         rows.append(row)
     return {"radius": radius, "decodes_per_state": decodes, "decoder_equivalent_passes": counter.passes,
             "baseline_before": states["before"]["baseline"], "baseline_after": states["after"]["baseline"],

@@ -68,7 +68,7 @@ function insertWidget(node, widget, after = null) {
   node.addCustomWidget(widget);
   const added = node.widgets.pop();
   let index = after ? node.widgets.indexOf(after) + 1 : node.widgets.findIndex((w) => w.name === "$$canvas-image-preview");
-  if (index <= 0 && !after) index = node.widgets.length;
+  if (index < 0 && !after) index = node.widgets.length;
   node.widgets.splice(index, 0, added);
   return added;
 }

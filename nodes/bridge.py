@@ -1,6 +1,4 @@
 """Bridge: move a latent between formats (SD1.5 <-> SDXL): VAE round trip, a fitted bridge file, or an approximation."""
-import json
-import math
 import os
 from functools import lru_cache
 
@@ -15,7 +13,7 @@ from ..core.bridge_files import describe, load_bridge, save_bridge
 from ..core.errors import LatentLabInputError, require
 from ..core.formats import FORMAT_CHOICES, FORMATS, LATENT_FORMAT_KEY, resolve_format
 from ..core.validate import check_image, check_latent
-from .common import CATEGORY, node_errors, samples_of, ui_result, with_samples
+from .common import CATEGORY, json_text, node_errors, samples_of, ui_result, with_samples
 
 METHODS = ("approximate", "fitted", "vae_roundtrip")
 NO_FILE = "none"
@@ -223,7 +221,7 @@ class FitLatentBridge:
             save_bridge(path, bridge, source, target, report)
         comparison = torch.cat(comparisons) if len({c.shape for c in comparisons}) == 1 else comparisons[0]
         text = "\n".join(_report_line(entry) for entry in entries)
-        return ui_result((json.dumps({"files": _jsonable(entries)}), comparison), text=text,
+        return ui_result((json_text({"files": entries}), comparison), text=text,
                          images=preview_images(comparison, "latentlab_bridge_fit"))
 
     @staticmethod
@@ -247,8 +245,9 @@ class FitLatentBridge:
         groups = []
         if images is not None:
             images = check_image(images)
-            require(min(images.shape[1:3]) >= 32, f"The images are {images.shape[2]}x{images.shape[1]} pixels.",
-                    "Use images of at least 64x64 pixels.")
+            require(min(images.shape[1:3]) >= 32,
+                    f"The images are {images.shape[2]}x{images.shape[1]} pixels, too small to fit a bridge on.",
+                    "Use images of at least 32x32 pixels (256x256 or more fits better).")
             groups.append(images.float())
         if count > 0:
             groups.append(calibration.calibration_images(count, size, seed))
@@ -273,17 +272,6 @@ class FitLatentBridge:
                 split.append((comfy_objects.encode(source_vae, batch), comfy_objects.encode(target_vae, batch)))
         require(train and held, "Too few images to both fit and measure a bridge.", "Use at least 2 images.")
         return train, held
-
-
-def _jsonable(value):
-    """Plain JSON (no Infinity/NaN): an exact match's infinite PSNR becomes the string "inf"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _report_line(entry: dict) -> str:

@@ -1,5 +1,7 @@
 """What every Latent Lab node shares: error wording, standard inputs, LATENT handling."""
 import functools
+import json
+import math
 
 import torch
 
@@ -67,6 +69,20 @@ def in_units(samples: torch.Tensor, units: str, fmt: LatentFormat | None) -> tor
     if units == "raw":
         return samples
     return fmt.to_scaled(samples)
+
+
+def json_text(value) -> str:
+    """Plain JSON, which has no NaN or Infinity: NaN (a figure that could not be measured) becomes null, and an
+    infinity (an exact match's PSNR) the string "inf" or "-inf"."""
+    def plain(item):
+        if isinstance(item, float) and not math.isfinite(item):
+            return None if math.isnan(item) else str(item)
+        if isinstance(item, dict):
+            return {k: plain(v) for k, v in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [plain(v) for v in item]
+        return item
+    return json.dumps(plain(value), allow_nan=False)
 
 
 def with_samples(latent: dict, samples: torch.Tensor, fmt: LatentFormat | None = None, **tags) -> dict:

@@ -1,12 +1,12 @@
 """Probe: find latent cells that smuggle global information through a VAE, map their influence, repair them."""
-import json
 
+from ..adapters.comfy_objects import check_vae_matches, vae_channels
 from ..adapters.runtime import Progress, intermediate_device
 from ..adapters.ui import preview_images
-from ..adapters.vae_probe import check_latent_channels, probe_vae
+from ..adapters.vae_probe import probe_vae
 from ..core import probe, probe_render, spot_repair
 from ..core.errors import require
-from .common import CATEGORY, node_errors, samples_of, ui_result, with_samples
+from .common import CATEGORY, json_text, node_errors, samples_of, ui_result, with_samples
 
 PROBE_CATEGORY = f"{CATEGORY}/Probe"
 MAX_SEED = 2 ** 31 - 1
@@ -15,7 +15,8 @@ MAX_SEED = 2 ** 31 - 1
 def probe_total(mode: str, verify_decodes: int, map_passes: int, sweep: tuple, image, probed, channels: int) -> int:
     """Progress units: decoder-equivalent passes, plus one per sweep encode."""
     cells = (image.shape[1] // probed.downscale) * (image.shape[2] // probed.downscale)
-    return {"verify": verify_decodes, "map": map_passes, "brute": 2 * channels * cells}[mode] + len(sweep)
+    passes = {"verify": verify_decodes, "map": probe.map_passes_used(map_passes), "brute": 2 * channels * cells}
+    return int(passes.get(mode, 0)) + len(sweep)  # an unknown mode is refused by the probe itself
 
 
 class VAEAnomalyProbe:
@@ -61,7 +62,7 @@ class VAEAnomalyProbe:
     def run(self, vae, image, mode, threshold, radius, verify_decodes, map_passes, probe_seed, sweep_sizes, image_index):
         sizes = probe.parse_sizes(sweep_sizes)
         probed = probe_vae(vae)
-        channels = int(getattr(vae, "latent_channels", 4))
+        channels = vae_channels(vae)
         progress = Progress(probe_total(mode, verify_decodes, map_passes, sizes, image, probed, channels))
         probed.tick = lambda n: progress.update(int(round(n)))
         options = probe.ProbeOptions(mode=mode, threshold=threshold, radius=radius, verify_decodes=verify_decodes,
@@ -77,7 +78,7 @@ class VAEAnomalyProbe:
         mask = probe_render.mask_image(result.flag_mask, report["latent"]["downscale"]).to(device)
         text = "\n".join([report["verdict"], summary_line(report)] + report["notes"])
         shown = [entry for m in maps for entry in preview_images(m, "latentlab_probe")]
-        report_text = json.dumps(report)
+        report_text = json_text(report)
         out = ui_result((latent, mask, *(m.to(device) for m in maps), report_text, report["verdict"]),
                         text=text, images=shown)
         out["ui"]["report"] = [report_text]  # in /history too, for API users
@@ -137,7 +138,7 @@ class LatentSpotRepair:
         result = {"method": method, "cells": [list(c) for c in cells.any(0).nonzero().tolist()]}
         text = f"{method}: {len(result['cells'])} cell(s) repaired"
         if vae is not None:
-            check_latent_channels(vae, channels)
+            check_vae_matches(vae, channels)
             progress = Progress(2 * verify_decodes)
             probed = probe_vae(vae, tick=lambda n: progress.update(int(round(n))))
             probe.check_fits(probed, height * probed.downscale, width * probed.downscale, "verify")
@@ -146,8 +147,9 @@ class LatentSpotRepair:
                 result["reprobe"] = spot_repair.reprobe(probed.decode, samples, repaired, item_cells, radius,
                                                         probed.downscale, verify_decodes)
                 text += "\n" + spot_repair.reprobe_text(result["reprobe"])
-        out = ui_result((with_samples(latent, repaired), json.dumps(result)), text=text)
-        out["ui"]["report"] = [json.dumps(result)]
+        report_text = json_text(result)
+        out = ui_result((with_samples(latent, repaired), report_text), text=text)
+        out["ui"]["report"] = [report_text]
         return out
 
 

@@ -191,6 +191,11 @@ def test_fit_node_refusals(models_dir):
         fit_node(a, wide)
     with pytest.raises(LatentLabInputError, match="not a valid file name"):
         fit_node(a, b, filename="../escape")
+    with pytest.raises(LatentLabInputError, match="16x16 pixels, too small") as caught:
+        fit_node(a, b, images=torch.rand(3, 16, 16, 3))
+    assert "at least 32x32" in caught.value.fix
+    with pytest.raises(LatentLabInputError, match="No filename was given"):
+        fit_node(a, b, filename="  ")
     fit_node(a, b, directions="source_to_target", calibration_images=3)
     with pytest.raises(LatentLabInputError, match="already exists"):
         fit_node(a, b, directions="source_to_target", calibration_images=3)

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 from scipy.stats import spearmanr
 
@@ -177,6 +178,16 @@ def test_no_flags_verdict_names_the_most_extreme_cell(healthy):
     report = P.probe(probe_vae(healthy), D.random_images(1, 96, seed=9), P.ProbeOptions()).report
     assert report["flags"]["count"] == 0
     assert report["verdict"].startswith("No anomalous cells") and "most extreme cell" in report["verdict"]
+
+
+@pytest.mark.parametrize("mode", ["verify", "map"])
+def test_a_decoder_with_no_far_field_gets_finite_ratios(mode, flawed):
+    def local_decode(latent):  # each cell paints only its own 8x8 pixels: nothing reaches the far field
+        return torch.sigmoid(F.interpolate(latent[:, :3], scale_factor=8, mode="nearest"))
+    vae = P.ProbeVAE(encode_moments=D.plain_callables(flawed)["encode_moments"], decode=local_decode, max_batch=64)
+    report = P.probe(vae, D.random_images(1, 96, seed=5), P.ProbeOptions(mode=mode)).report
+    assert report["influence"]["median"] == 0
+    assert all(math.isfinite(cell["ratio"]) for cell in report["influence"]["cells"])
 
 
 def test_inputs_are_not_mutated(flawed):

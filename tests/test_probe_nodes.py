@@ -43,6 +43,26 @@ def test_probe_node_outputs(mode, vae):
     assert f"{mode} mode" in out["ui"]["text"][0] and "sweep 128x112: 1 flagged" in out["ui"]["text"][0]
 
 
+def test_report_is_plain_json_even_where_a_figure_could_not_be_measured(vae):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+    out = run_probe(vae, D.random_images(1, 96, seed=2), mode="map", map_passes=3)  # too few passes for some cells
+    report = json.loads(out["result"][5], parse_constant=refuse)
+    assert json.loads(out["ui"]["report"][0], parse_constant=refuse) == report
+
+
+@pytest.mark.parametrize("mode, map_passes", [("verify", 24), ("map", 24), ("map", 13)])
+def test_progress_units_add_up_to_the_announced_total(mode, map_passes, vae):
+    from latent_lab.adapters.vae_probe import probe_vae
+    from latent_lab.nodes.probe import probe_total
+    image = D.random_images(1, 96, seed=3)
+    ticks = []
+    probed = probe_vae(vae, tick=ticks.append)
+    sizes = (64, 128)
+    P.probe(probed, image, P.ProbeOptions(mode=mode, map_passes=map_passes, sweep_sizes=sizes))
+    assert sum(ticks) == probe_total(mode, 8, map_passes, sizes, image, probed, 4)
+
+
 def test_adapter_reads_logvar_before_comfyuis_clamp(vae):
     image = D.random_images(1, 96, seed=6)
     probed = ComfyProbeVAE(vae)

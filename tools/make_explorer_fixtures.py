@@ -6,7 +6,7 @@ tests/fixtures/explorer/ gets one .latent per synthetic latent and cases.json: f
 (the Explorer's own settings object), and the expected preview and channel-map bytes (base64, RGB, latent
 size), map bounds, histograms and mean color, computed by running the correction nodes the Explorer exports
 (tests/explorer_reference.py). The JS tests (tests/js/explorer_core.test.mjs) and the browser tests compare
-against these to 1/255; tests/test_explorer_fixtures.py checks they still match the Python core.
+against these to 1/255; tests/test_explorer_data.py checks they still match the Python core.
 """
 import json
 import os

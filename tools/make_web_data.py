@@ -66,6 +66,7 @@ def _web_data() -> dict:
         "formats": fmts,
         "correction_defaults": correct.FORMAT_DEFAULTS,
         "default_boundary": correct.DEFAULT_BOUNDARY,
+        "min_peak": correct.MIN_PEAK,
         "rec709_luma": list(correct.REC709_LUMA),
         "diverging": [list(map(float, row)) for row in render._DIVERGING],
         "max_bytes": latent_files.MAX_BYTES,

@@ -6,8 +6,8 @@ import * as core from "./latent_core.js";
 const PALETTE = ["#e6e6e6", "#e65050", "#5ac85a", "#5a8cf0", "#f0c83c", "#c85adc", "#3cd2d2", "#fa963c"];
 const $ = (selector) => document.querySelector(selector);
 
-const state = { data: null, latent: null, name: "", settings: null, rendered: null, listed: [] };
-window.latentExplorer = state; // for tests and the curious: the loaded latent, settings and last render
+const state = { data: null, latent: null, key: null, settings: null };
+window.latentExplorer = state; // for tests and the curious: the loaded latent and its settings
 
 function say(text, kind = "error") {
   const box = $("#message");
@@ -35,7 +35,6 @@ async function refreshList() {
     note.textContent = "No ComfyUI server answers here, so no folder list: drop a file instead.";
     return;
   }
-  state.listed = answer.files;
   note.textContent = answer.files.length
     ? `${answer.files.length} file${answer.files.length === 1 ? "" : "s"}, newest first.`
     : "No .latent files yet. Save one with ComfyUI's Save Latent node (it writes to output/latents/).";
@@ -109,7 +108,6 @@ function show(buffer, name, key) {
       throw new core.LatentError(`No known latent format has ${latent.shape[1]} channels.`, "The Explorer knows SD1.x/SDXL (4 channels) and SD3/Flux (16).");
     }
     state.latent = latent;
-    state.name = name;
     state.key = key;
     const keep = state.settings && state.data.formats[state.settings.format].channels === latent.shape[1];
     state.settings = keep ? { ...state.settings, item: 0 } : core.defaultSettings(state.data, formats[0], latent.shape[1]);
@@ -231,18 +229,21 @@ function wireControls() {
     render();
   });
   const simple = { "#factors": "factors", "#map-scale": "mapScale" };
-  for (const [selector, key] of Object.entries(simple)) {
-    $(selector).addEventListener("change", (event) => { state.settings[key] = event.target.value; render(); });
-  }
-  $("#item").addEventListener("change", (event) => { state.settings.item = Number(event.target.value); render(); });
-  $("#clamp-mode").addEventListener("change", (event) => { state.settings.clamp.mode = event.target.value; render(); });
-  $("#bal-target-mode").addEventListener("change", (event) => {
-    const neutral = event.target.value === "neutral";
-    $("#bal-target").disabled = neutral;
-    state.settings.balance.target = neutral ? "neutral" : $("#bal-target").value;
+  // Every control but the file pickers changes the loaded latent's settings: nothing to do before one is loaded.
+  const onSettings = (selector, kind, change) => $(selector).addEventListener(kind, (event) => {
+    if (!state.settings) return;
+    change(event.target.value);
     render();
   });
-  $("#bal-target").addEventListener("input", (event) => { state.settings.balance.target = event.target.value; render(); });
+  for (const [selector, key] of Object.entries(simple)) onSettings(selector, "change", (value) => { state.settings[key] = value; });
+  onSettings("#item", "change", (value) => { state.settings.item = Number(value); });
+  onSettings("#clamp-mode", "change", (value) => { state.settings.clamp.mode = value; });
+  onSettings("#bal-target-mode", "change", (value) => {
+    const neutral = value === "neutral";
+    $("#bal-target").disabled = neutral;
+    state.settings.balance.target = neutral ? "neutral" : $("#bal-target").value;
+  });
+  onSettings("#bal-target", "input", (value) => { state.settings.balance.target = value; });
   $("#reset").addEventListener("click", () => {
     if (!state.latent) return;
     state.settings = core.defaultSettings(state.data, state.settings.format, state.latent.shape[1]);
@@ -286,20 +287,21 @@ function opError(op, message) {
 }
 
 function corrected(original, C, N, affine) {
-  // Run the chain as the nodes would; an operation with a bad setting is reported and left out.
+  // Run the chain as the nodes would; an operation with a bad setting is reported and left out, of the preview
+  // and of the exported nodes alike. Returns the corrected values and the settings that made them.
   const s = structuredClone(state.settings);
   for (const op of ["clamp", "maximize", "balance"]) {
     opError(op, null);
     if (!s[op].enabled) continue;
     try {
-      const only = { ...structuredClone(core.defaultSettings(state.data, s.format, C)), [op]: s[op] };
+      const only = { ...core.defaultSettings(state.data, s.format, C), [op]: s[op] };
       core.applyCorrections(new Float64Array(C * 1), C, 1, only, state.data, affine);
     } catch (error) {
       opError(op, error.message);
       s[op].enabled = false;
     }
   }
-  return core.applyCorrections(original, C, N, s, state.data, affine);
+  return { values: core.applyCorrections(original, C, N, s, state.data, affine), applied: s };
 }
 
 function render() {
@@ -310,7 +312,7 @@ function render() {
   const format = data.formats[settings.format];
   const affine = core.scaledAffine(core.rgbAffine(format, settings.factors), format);
   const original = core.itemScaled(latent, settings.item, format);
-  const after = corrected(original, C, N, affine);
+  const { values: after, applied } = corrected(original, C, N, affine);
   putPixels($("#preview-original"), core.previewRGBA(original, C, H, W, affine), W, H);
   putPixels($("#preview"), core.previewRGBA(after, C, H, W, affine), W, H);
   for (const [which, values] of [["before", original], ["after", after]]) {
@@ -320,8 +322,7 @@ function render() {
   }
   drawMaps(after, C, H, W, format);
   drawHistograms(original, after, C, N, format);
-  $("#export").value = JSON.stringify(core.exportNodes(settings, data, C), null, 1);
-  state.rendered = { settings: structuredClone(settings), C, H, W };
+  $("#export").value = JSON.stringify(core.exportNodes(applied, data, C), null, 1);
 }
 
 function drawMaps(values, C, H, W, format) {

@@ -188,12 +188,13 @@ export function softClamp(x, C, N, threshold, boundary, mode = "pixel") {
   return out;
 }
 
-/** Scale the chosen channels by one factor so their max |x| equals the boundary (core.correct.maximize). */
-export function maximize(x, C, N, boundary, channels) {
+/** Scale the chosen channels by one factor so their max |x| equals the boundary (core.correct.maximize); left
+ * alone when that max is at most minPeak (core.correct.MIN_PEAK), rather than blowing rounding noise up. */
+export function maximize(x, C, N, boundary, channels, minPeak) {
   if (!channels.length) throw new LatentError("Maximize needs at least one channel.", "Tick a channel.");
   let peak = 0;
   for (const c of channels) for (let i = c * N; i < (c + 1) * N; i++) peak = Math.max(peak, Math.abs(x[i]));
-  const factor = peak > 0 ? boundary / peak : 1;
+  const factor = peak > minPeak ? boundary / peak : 1;
   const out = new Float64Array(x);
   for (const c of channels) for (let i = c * N; i < (c + 1) * N; i++) out[i] *= factor;
   return out;
@@ -310,7 +311,7 @@ export function applyCorrections(x, C, N, settings, data, affineScaled) {
     out = center(out, C, N, strengths, s.center.globalStrength);
   }
   if (s.clamp.enabled) out = lerp(out, softClamp(out, C, N, s.clamp.threshold, s.clamp.boundary, s.clamp.mode), s.clamp.strength);
-  if (s.maximize.enabled) out = lerp(out, maximize(out, C, N, s.maximize.boundary, s.maximize.channels), s.maximize.strength);
+  if (s.maximize.enabled) out = lerp(out, maximize(out, C, N, s.maximize.boundary, s.maximize.channels, data.min_peak), s.maximize.strength);
   if (s.balance.enabled) {
     const balanced = colorBalance(out, C, N, affineScaled, parseColor(s.balance.target), s.balance.channels, data.rec709_luma);
     out = lerp(out, balanced, s.balance.strength);

@@ -83,7 +83,7 @@ test("corrections never change their input", () => {
   const copy = Float64Array.from(x);
   core.center(x, 4, 6, [1, 1, 1, 1], 1);
   core.softClamp(x, 4, 6, 3.5, 4, "pixel");
-  core.maximize(x, 4, 6, 4, [0, 1]);
+  core.maximize(x, 4, 6, 4, [0, 1], data.min_peak);
   const format = data.formats.sdxl;
   core.colorBalance(x, 4, 6, core.scaledAffine(core.rgbAffine(format), format), null, [0, 1, 2], data.rec709_luma);
   assert.deepEqual(x, copy);
@@ -114,4 +114,10 @@ test("readLatent refuses what it cannot show, with a reason", () => {
   new DataView(buffer).setBigUint64(0, BigInt(header.length), true);
   new Uint8Array(buffer, 8, header.length).set(header);
   assert.throws(() => core.readLatent(buffer), /latent_tensor/);
+});
+
+test("maximize leaves near-empty channels alone, as the node does", () => {
+  const x = Float64Array.from({ length: 4 * 6 }, (_, i) => (i < 12 ? 1e-13 : 2));
+  assert.deepEqual(core.maximize(x, 4, 6, 4, [0, 1], data.min_peak), x);
+  assert.equal(Math.max(...core.maximize(x, 4, 6, 4, [2], data.min_peak).slice(12, 18)), 4);
 });
