@@ -133,6 +133,18 @@ def test_a_threshold_above_the_boundary_is_reported_and_left_out(explorer):
     settings["clamp"]["enabled"] = False
     want = ref.expected(samples_of("sdxl_24x32.latent"), settings)
     assert np.abs(canvas_rgb(page, "#preview").astype(int) - want["preview"]).max() <= 1
+    exported = [node["type"] for node in json.loads(page.input_value("#export"))["nodes"]]
+    assert "LatentLabSoftClamp" not in exported  # left out of the nodes as of the preview
+
+
+def test_controls_do_nothing_before_a_file_is_open(explorer):
+    explorer.errors.clear()
+    open_explorer(explorer, "")
+    page = explorer.page
+    for selector in ("#map-scale", "#clamp-mode", "#bal-target-mode"):
+        page.evaluate("s => document.querySelector(s).dispatchEvent(new Event('change', {bubbles: true}))", selector)
+    page.evaluate("document.querySelector('#bal-target').dispatchEvent(new Event('input', {bubbles: true}))")
+    assert explorer.errors == []
 
 
 def message_contains(page, text: str, timeout_ms: int = 10_000) -> bool:
