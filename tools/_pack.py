@@ -1,16 +1,7 @@
-"""Import the repository as the package `latent_lab`, as ComfyUI's loader and tests/conftest.py do."""
-import importlib.util
+"""Import the repository as the package `latent_lab`, with the loader tests/conftest.py and benchmarks/ use."""
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_pack():
-    if "latent_lab" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("latent_lab", os.path.join(ROOT, "__init__.py"),
-                                                      submodule_search_locations=[ROOT])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["latent_lab"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["latent_lab"]
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+from conftest import load_pack  # noqa: E402,F401  (conftest loads the pack as `latent_lab` when imported)
