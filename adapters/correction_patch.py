@@ -93,6 +93,12 @@ class TrajectoryPatch:
         self.trajectory = trajectory
         self.clock = ProgressClock(timeline)
 
+    def __deepcopy__(self, memo):
+        # ModelPatcher.clone deep-copies model_options (ComfyUI 0.3.64), so without this every node that clones the
+        # model downstream (Latent Correction, a second recorder, a LoRA loader) would leave the sampler recording
+        # into a copy of the record, and the record this node returned would stay empty.
+        return self
+
     def __call__(self, args) -> torch.Tensor:
         denoised = args["denoised"]
         sigmas, percents = self.clock.percents(args)

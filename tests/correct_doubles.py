@@ -1,11 +1,12 @@
 """Test doubles of ComfyUI's sampling objects (not of our code), following ComfyUI 0.3.64:
 
-- ModelPatcher: clone(), model_options with "sampler_post_cfg_function" (a list; set_model_sampler_post_cfg_function
-  appends), wrappers {kind: {key: [fn]}} (add_wrapper_with_key), get_model_object("latent_format").
+- ModelPatcher: clone() (deep-copies model_options, copies the wrapper lists), model_options with
+  "sampler_post_cfg_function" (a list; set_model_sampler_post_cfg_function appends), wrappers {kind: {key: [fn]}} (add_wrapper_with_key), get_model_object("latent_format").
 - The sampling path of comfy/samplers.py: CFGGuider.sample runs the OUTER_SAMPLE wrappers around outer_sample, which
   sets transformer_options["sample_sigmas"]; each model call computes cond/uncond, CFG, then every post-CFG function in
   order with the args dict cfg_function builds; an Euler step then uses the returned denoised.
 """
+import copy
 import math
 
 import torch
@@ -66,7 +67,7 @@ class ModelPatcher:
         twin = ModelPatcher.__new__(ModelPatcher)
         twin.latent_format = self.latent_format
         twin.model = self.model
-        twin.model_options = {k: (v.copy() if isinstance(v, (list, dict)) else v) for k, v in self.model_options.items()}
+        twin.model_options = copy.deepcopy(self.model_options)
         twin.wrappers = {kind: {key: list(fns) for key, fns in by_key.items()} for kind, by_key in self.wrappers.items()}
         return twin
 
