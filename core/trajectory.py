@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from . import render
+from .errors import require
 from .formats import RgbAffine
 from .preview import linear_rgb
 
@@ -52,7 +53,7 @@ def small_preview(x0: torch.Tensor, affine: RgbAffine, side: int) -> torch.Tenso
     if max(height, width) > side:
         size = (max(1, round(height * side / max(height, width))), max(1, round(width * side / max(height, width))))
         rgb = F.adaptive_avg_pool2d(rgb, size)
-    return (rgb.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu()
+    return (rgb.nan_to_num(0.0).permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu()
 
 
 class Trajectory:
@@ -99,6 +100,19 @@ class Trajectory:
         return None, False
 
 
+def recorded_run(trajectory: Trajectory, samples: torch.Tensor | None) -> tuple:
+    """(run, matched) as Trajectory.find_run, for a viewer: refuses a record with nothing to show."""
+    run, matched = trajectory.find_run(samples)
+    require(run is not None, "Nothing was recorded: no sampler has run with this recorder's model.",
+            "Connect the recorder's MODEL output (directly or through other model nodes) to the sampler, and that "
+            "sampler's LATENT output to this node.")
+    require(bool(run.frames), "Nothing was recorded: the sampler that made this LATENT ran with this recorder's "
+            "model, but no model call reached the recorder's post-CFG hook.",
+            "Sample with KSampler, KSamplerAdvanced or SamplerCustomAdvanced with a CFG guider; a guider or model "
+            "node that drops post-CFG functions (or replaces CFG entirely) bypasses the recorder.")
+    return run, matched
+
+
 def choose_frames(total: int, count: int) -> list:
     """Up to `count` indices spread evenly over 0..total-1, first and last included."""
     if total <= count:
@@ -122,10 +136,14 @@ def filmstrip(run: Run, count: int = 8, tile_width: int = 128) -> torch.Tensor:
     size = max(9, min(14, tile_width // 9))
     rows = []
     for item in range(run.batch):
-        tiles = [render.labeled_tile(_tile(f.preview[item], tile_width),
-                                     [f"{f.percents[item]:.0f}%", f"sigma {f.sigmas[item]:.3g}"], size) for f in frames]
+        tiles = [render.labeled_tile(_tile(f.preview[item], tile_width), _frame_label(f, item), size) for f in frames]
         rows.append(render.from_pil(render.grid(tiles, len(tiles))))
     return torch.stack(rows)
+
+
+def _frame_label(frame: Frame, item: int) -> list:
+    broken = "" if bool(torch.isfinite(frame.stats[item]).all()) else " NaN/inf"
+    return [f"{frame.percents[item]:.0f}%{broken}", f"sigma {frame.sigmas[item]:.3g}"]
 
 
 def series(run: Run, item: int) -> tuple:
@@ -133,6 +151,15 @@ def series(run: Run, item: int) -> tuple:
     x = np.array([f.percents[item] for f in run.frames], dtype=np.float64)
     stats = torch.stack([f.stats[item] for f in run.frames]).double().numpy()
     return x, stats
+
+
+PLOT_LEFT, PLOT_RIGHT_MARGIN = 52, 10
+NON_FINITE_MARK = (255, 40, 40)  # a vertical bar at each model call whose prediction had NaN or infinite values
+
+
+def progress_x(percent: float, width: int) -> float:
+    """Where a progress percentage lands on a stats plot `width` pixels wide."""
+    return float(_to_screen(percent, 0, 100, PLOT_LEFT, width - PLOT_RIGHT_MARGIN - PLOT_LEFT))
 
 
 def _to_screen(values, low: float, high: float, start: float, length: float, flip: bool = False) -> np.ndarray:
@@ -157,39 +184,69 @@ def _panel(draw, box: tuple, title: str, low: float, high: float, size: int, ref
 
 
 def _range(values: np.ndarray, extra=()) -> tuple:
-    low = min([float(values.min())] + list(extra))
-    high = max([float(values.max())] + list(extra))
+    """The span of the finite values and `extra`, padded; (-1, 1) when there is none."""
+    finite = values[np.isfinite(values)]
+    ends = ([float(finite.min()), float(finite.max())] if finite.size else []) + [float(v) for v in extra]
+    if not ends:
+        return -1.0, 1.0
+    low, high = min(ends), max(ends)
     pad = max((high - low) * 0.06, 1e-3)
     return low - pad, high + pad
 
 
+def _finite_spans(ok: np.ndarray) -> list:
+    """(start, stop) index ranges of consecutive True values."""
+    spans, start = [], None
+    for i, value in enumerate(list(ok) + [False]):
+        if value and start is None:
+            start = i
+        elif not value and start is not None:
+            spans.append((start, i))
+            start = None
+    return spans
+
+
+def _curve(draw, to_xy, x: np.ndarray, y: np.ndarray, color) -> None:
+    """A line through the finite points, broken where a value is NaN or infinite."""
+    for a, b in _finite_spans(np.isfinite(y)):
+        points = to_xy(x[a:b], y[a:b])
+        if len(points) > 1:
+            draw.line(points, fill=color, width=2)
+        else:
+            draw.point(points, fill=color)
+
+
+def _band(draw, to_xy, x: np.ndarray, low: np.ndarray, high: np.ndarray, color) -> None:
+    for a, b in _finite_spans(np.isfinite(low) & np.isfinite(high)):
+        if b - a > 1:
+            draw.polygon(to_xy(x[a:b], high[a:b]) + to_xy(x[a:b][::-1], low[a:b][::-1]), fill=color + (40,))
+
+
 def stats_plot(run: Run, item: int, names: tuple, boundary: float = 0.0,
                width: int = 720, height: int = 520) -> Image.Image:
-    """Two panels over sampling progress: min and max per channel (with +-boundary), mean with a +-std band."""
+    """Two panels over sampling progress: min and max per channel (with +-boundary), mean with a +-std band.
+    Model calls whose prediction had NaN or infinite values are marked with a red bar."""
     size = 12
     canvas = Image.new("RGB", (width, height), render.BACKGROUND)
     draw = ImageDraw.Draw(canvas, "RGBA")
     x, stats = series(run, item)
-    left, right, gap = 52, width - 10, 14
+    broken = ~np.isfinite(stats).all(axis=(1, 2))
+    left, right, gap = PLOT_LEFT, width - PLOT_RIGHT_MARGIN, 14
     top = 8 + render.text_height(1, size)
     legend_h = render.text_height(1, size) + 6
     panel_h = (height - top - legend_h - gap - render.text_height(1, size)) // 2
-    draw.text((8, 4), f"item {item} · {len(run.frames)} model calls · x0 in scaled units", font=render.font(size),
-              fill=render.TEXT)
+    title = f"item {item} · {len(run.frames)} model calls · x0 in scaled units"
+    if broken.any():
+        title += f" · {int(broken.sum())} non-finite (red)"
+    draw.text((8, 4), title, font=render.font(size), fill=render.TEXT)
 
     references = (boundary, -boundary) if boundary > 0 else ()
-    spread = stats[:, :, 2:4]
-    low, high = _range(spread, references)
+    low, high = _range(stats[:, :, 2:4], references)
     box1 = (left, top, right, top + panel_h)
     to_xy = _panel(draw, box1, "min / max per channel", low, high, size, references)
     for c in range(stats.shape[1]):
-        color = render.PALETTE[c % len(render.PALETTE)]
         for k in (2, 3):
-            points = to_xy(x, stats[:, c, k])
-            if len(points) > 1:
-                draw.line(points, fill=color, width=2)
-            else:
-                draw.point(points, fill=color)
+            _curve(draw, to_xy, x, stats[:, c, k], render.PALETTE[c % len(render.PALETTE)])
 
     mean, std = stats[:, :, 0], stats[:, :, 1]
     low, high = _range(np.concatenate([mean - std, mean + std]))
@@ -197,12 +254,12 @@ def stats_plot(run: Run, item: int, names: tuple, boundary: float = 0.0,
     to_xy = _panel(draw, box2, "mean ± std per channel", low, high, size, (0.0,))
     for c in range(stats.shape[1]):
         color = render.PALETTE[c % len(render.PALETTE)]
-        if len(x) > 1:
-            band = to_xy(x, mean[:, c] + std[:, c]) + to_xy(x[::-1], (mean[:, c] - std[:, c])[::-1])
-            draw.polygon(band, fill=color + (40,))
-            draw.line(to_xy(x, mean[:, c]), fill=color, width=2)
-        else:
-            draw.point(to_xy(x, mean[:, c]), fill=color)
+        _band(draw, to_xy, x, mean[:, c] - std[:, c], mean[:, c] + std[:, c], color)
+        _curve(draw, to_xy, x, mean[:, c], color)
+
+    for percent in x[broken]:
+        column = round(progress_x(float(percent), width))
+        draw.line([column, box1[1], column, box2[3]], fill=NON_FINITE_MARK, width=3)
 
     axis_y = box2[3] + 3
     draw.text((left, axis_y), "0%", font=render.font(size), fill=render.TEXT)
@@ -235,7 +292,8 @@ def summary(run: Run, names: tuple) -> dict:
                 "first": dict(zip(STATS, [round(v, 4) for v in first[item, c].tolist()])),
                 "last": dict(zip(STATS, [round(v, 4) for v in last[item, c].tolist()])),
             })
-        items.append({"index": item, "channels": channels})
+        non_finite = sum(not bool(torch.isfinite(f.stats[item]).all()) for f in run.frames)
+        items.append({"index": item, "channels": channels, "non_finite_calls": non_finite})
     return {"calls": len(run.frames), "dropped_calls": run.dropped, "steps": max(len(run.sigmas) - 1, 0),
             "items": items}
 
@@ -244,6 +302,8 @@ def summary_text(report: dict, matched: bool) -> str:
     lines = [f"{report['calls']} model calls over {report['steps']} steps"
              + ("" if matched else " · the LATENT matches no recorded run: showing the latest")]
     for item in report["items"][:4]:
+        if item["non_finite_calls"]:
+            lines.append(f"item {item['index']}: {item['non_finite_calls']} non-finite model call(s) (NaN or inf)")
         for channel in item["channels"]:
             a, b = channel["first"], channel["last"]
             lines.append(f"item {item['index']} {channel['name']:>12}: range [{a['min']:+.2f}, {a['max']:+.2f}] -> "

@@ -1,6 +1,4 @@
 """Correct: center, soft-clamp, maximize and color-balance latents, on LATENTs and during sampling."""
-import json
-
 import numpy as np
 
 from ..adapters.comfy_objects import model_format_hint, model_latent_channels
@@ -9,8 +7,8 @@ from ..adapters.ui import preview_images
 from ..core import correct
 from ..core.errors import LatentLabInputError, require
 from ..core.formats import resolve_format
-from ..core.trajectory import Trajectory, filmstrip, plots, summary, summary_text
-from .common import (CATEGORY, MODEL_HINT, format_input, latent_format, node_errors, samples_of, ui_result,
+from ..core.trajectory import Trajectory, filmstrip, plots, recorded_run, summary, summary_text
+from .common import (CATEGORY, MODEL_HINT, format_input, json_text, latent_format, node_errors, samples_of, ui_result,
                      with_samples)
 from .factors import factors_input, rgb_affine, validate_factors_choice
 
@@ -325,16 +323,13 @@ class LatentTrajectory:
         require(hasattr(trajectory, "find_run"), "The trajectory input is not a Latent Lab trajectory record.",
                 "Connect the trajectory output of Latent Trajectory Recorder.")
         samples = latent.get("samples") if isinstance(latent, dict) else None
-        run, matched = trajectory.find_run(samples)
-        require(run is not None,
-                "Nothing was recorded.",
-                "Connect the recorder's MODEL output to the sampler, and that sampler's LATENT output to this node.")
+        run, matched = recorded_run(trajectory, samples)
         names = trajectory.channel_names
         strip = filmstrip(run, frames, tile_width)
         plot = plots(run, names, boundary)
         report = summary(run, names)
         report["matched_latent"] = matched
-        return ui_result((strip, plot, json.dumps(report)), text=summary_text(report, matched),
+        return ui_result((strip, plot, json_text(report)), text=summary_text(report, matched),
                          images=preview_images(strip, "latentlab_film") + preview_images(plot, "latentlab_plot"))
 
 
