@@ -1,16 +1,21 @@
 """Sweep value lists in the grammar A1111's X/Y/Z plot made familiar, parsed strictly.
 
-    list   := item ("," item)*              whitespace is allowed around every token
+    list   := item ("," item)*              whitespace (WHITESPACE) is allowed around every token
     item   := number
             | number "-" number             a range with step 1 towards the end (or -1 going down)
             | number "-" number "[" n "]"   n evenly spaced values, both ends included (n >= 2)
             | number "-" number "(" [+|-] step ")"   start, start+step, ... up to the end
-    number := digits ["." digits] | "." digits      no sign, no exponent
+    number := digits ["." digits] | "." digits      ASCII digits, no sign, no exponent
 Seed lists take integers only, and also "+N": N seeds counting up from the base seed (the whole list).
 
 A stepped range includes its end when the end lies on the step grid (within 1e-9 of a step), as in
 "2-12 (+2)" -> 2, 4, ... 12; "2-12 (+3)" -> 2, 5, 8, 11. Values keep the order they are written in,
 are rounded to 10 decimal places, and may not repeat. CFG values lie in 0..100, seeds in 0..2^64-1.
+A list is at most MAX_TEXT characters long.
+
+Lists are read by one left-to-right scan per item (no backtracking regular expression): this runs in
+ComfyUI's VALIDATE_INPUTS, on the server's event loop, so its time must grow with the text's length only.
+Messages quote at most a short excerpt of what was typed.
 
 tests/vectors/sweep_grammar.json holds shared test vectors; the browser's copy of this grammar reads
 the same file, so change both together.
@@ -19,18 +24,22 @@ import math
 import re
 
 from .errors import LatentLabInputError
+from .validate import excerpt
 
 CFG_RANGE = (0.0, 100.0)
 SEED_RANGE = (0, 0xFFFF_FFFF_FFFF_FFFF)
 MAX_VALUES = 1024
+MAX_TEXT = 32768  # 1024 twenty-digit seeds with separators fit
 DECIMALS = 10
 ON_GRID = 1e-9
+BEYOND = 10 ** 24  # stands for any whole number too long to be a seed, count or seed step
 
-_NUMBER = re.compile(r"\d+(?:\.\d*)?|\.\d+")
-_ITEM = re.compile(r"\s*(?P<a>[^-\[\]()]*?)\s*(?:-\s*(?P<b>[^-\[\]()]*?)\s*"
-                   r"(?:\[(?P<count>[^\]]*)\]|\((?P<step>[^)]*)\))?\s*)?")
-_RELATIVE = re.compile(r"\s*\+\s*(?P<n>[^,]*?)\s*")
-_STEP = re.compile(r"\s*(?P<sign>[+-]?)\s*(?P<number>[^\s]*)\s*")
+_NUMBER = re.compile(r"[0-9]+(?:\.[0-9]*)?|\.[0-9]+")
+_DIGITS = frozenset("0123456789")
+_SPECIAL = "-[]()"
+# What either Python's str.strip() or JavaScript's trim() drops, so both grammars trim alike.
+WHITESPACE = ("\t\n\v\f\r \x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
+              "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff")
 
 KINDS = ("cfg", "seed")
 AXIS_NAMES = {"cfg": "CFG", "seed": "seed"}
@@ -49,11 +58,14 @@ def parse_values(text: str, kind: str = "cfg", base_seed: int = 0) -> list:
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     name = AXIS_NAMES[kind]
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str) or not text.strip(WHITESPACE):
         raise SweepGrammarError("empty", f"The {name} list is empty.", _example(kind))
-    relative = _RELATIVE.fullmatch(text)
-    if relative is not None:
-        values = _relative_seeds(relative.group("n"), kind, base_seed)
+    if len(text) > MAX_TEXT:
+        raise SweepGrammarError("too_long", f"The {name} list is {len(text):,} characters long, more than "
+                                f"{MAX_TEXT:,}.", "Write long runs as ranges, like '2-12 [6]' or '100-199'.")
+    stripped = text.strip(WHITESPACE)
+    if stripped.startswith("+") and "," not in stripped:
+        values = _relative_seeds(stripped[1:].strip(WHITESPACE), kind, base_seed)
     else:
         values = []
         for position, item in enumerate(text.split(","), start=1):
@@ -93,71 +105,113 @@ def _example(kind: str) -> str:
     return "Write values like '3, 5.5, 7', '2-12 [6]' (6 values) or '2-12 (+2)' (step 2)."
 
 
+def _is_digits(text: str) -> bool:
+    return text != "" and _DIGITS.issuperset(text)
+
+
+def _whole(digits: str) -> int:
+    """ASCII digits -> int; a number longer than any bound here reads as BEYOND (Python's int() refuses more
+    than 4300 digits, and no seed, count or seed step needs 25)."""
+    significant = digits.lstrip("0")
+    return int(significant or "0") if len(significant) < 25 else BEYOND
+
+
+def _first_of(text: str, characters: str, start: int) -> int:
+    found = [i for i in (text.find(c, start) for c in characters) if i >= 0]
+    return min(found) if found else len(text)
+
+
+def split_item(item: str):
+    """(start, end, count, step) texts of one item, unstripped (None where absent), or None when its dashes
+    and brackets do not fit the grammar. One scan: start runs to the first of '-[]()', which must be '-';
+    end runs to the next of them, which must be '[' or '(' (or the item's end); then the bracket's inside up to
+    its closing bracket, and nothing but whitespace after it."""
+    dash = _first_of(item, _SPECIAL, 0)
+    if dash == len(item):
+        return item, None, None, None
+    if item[dash] != "-":
+        return None
+    opener = _first_of(item, _SPECIAL, dash + 1)
+    start, end = item[:dash], item[dash + 1:opener]
+    if opener == len(item):
+        return start, end, None, None
+    closer = {"[": "]", "(": ")"}.get(item[opener])
+    close = item.find(closer, opener + 1) if closer else -1
+    if close < 0 or item[close + 1:].strip(WHITESPACE):
+        return None
+    inside = item[opener + 1:close]
+    return (start, end, inside, None) if closer == "]" else (start, end, None, inside)
+
+
 def _expand(item: str, kind: str, position: int) -> list:
     name = AXIS_NAMES[kind]
     where = f"item {position} of the {name} list"
-    if kind == "seed" and item.strip().startswith("+"):
-        raise SweepGrammarError("relative", f"'{item.strip()}' ({where}): '+N' must be the whole seed list.",
+    shown = excerpt(item)
+    if kind == "seed" and item.strip(WHITESPACE).startswith("+"):
+        raise SweepGrammarError("relative", f"'{shown}' ({where}): '+N' must be the whole seed list.",
                                 "Write '+4' alone, or list the seeds: '1, 5, 9' or '100-103'.")
-    if not item.strip():
+    if not item.strip(WHITESPACE):
         raise SweepGrammarError("syntax", f"{where[0].upper()}{where[1:]} is empty (two commas in a row, or a comma at an end).",
                                 "Remove the extra comma.")
-    if item.strip().startswith("-"):
-        raise SweepGrammarError("syntax", f"'{item.strip()}' ({where}) is negative.",
+    if item.strip(WHITESPACE).startswith("-"):
+        raise SweepGrammarError("syntax", f"'{shown}' ({where}) is negative.",
                                 "Negative values are not allowed. " + _example(kind))
-    match = _ITEM.fullmatch(item)
-    if match is None:
-        raise SweepGrammarError("syntax", f"Cannot read '{item.strip()}' ({where}).", _example(kind))
-    a = _number(match.group("a"), kind, item, where)
-    if match.group("b") is None:
-        return [a]
-    b = _number(match.group("b"), kind, item, where)
-    if match.group("count") is not None:
-        return _count_range(a, b, match.group("count"), kind, item, where)
-    return _step_range(a, b, match.group("step"), kind, item, where)
+    parts = split_item(item)
+    if parts is None:
+        raise SweepGrammarError("syntax", f"Cannot read '{shown}' ({where}).", _example(kind))
+    start, end, count, step = parts
+    if end is None:
+        return [_number(start, kind, "", where)]
+    a = _number(start, kind, shown, where)
+    b = _number(end, kind, shown, where)
+    if count is not None:
+        return _count_range(a, b, count, kind, shown, where)
+    return _step_range(a, b, step, kind, shown, where)
 
 
-def _number(text: str, kind: str, item: str, where: str):
-    text = text.strip()
+def _number(text: str, kind: str, shown: str, where: str):
+    text = text.strip(WHITESPACE)
     if _NUMBER.fullmatch(text) is None:
         hint = "Negative values are not allowed. " if text.startswith("-") else ""
-        raise SweepGrammarError("syntax", f"'{text}' in '{item.strip()}' ({where}) is not a number.",
+        inside = f" in '{shown}'" if shown else ""
+        raise SweepGrammarError("syntax", f"'{excerpt(text, 20)}'{inside} ({where}) is not a number.",
                                 hint + _example(kind))
     if kind == "seed":
-        if not text.isdigit():
-            raise SweepGrammarError("not_integer", f"Seed '{text}' ({where}) is not a whole number.",
+        if not _is_digits(text):
+            raise SweepGrammarError("not_integer", f"Seed '{excerpt(text, 20)}' ({where}) is not a whole number.",
                                     "Seeds are whole numbers like 42.")
-        return _bounded(int(text), kind, where)
-    return _bounded(round(float(text), DECIMALS), kind, where)
+        return _bounded(_whole(text), kind, where, text)
+    return _bounded(round(float(text), DECIMALS), kind, where, text)
 
 
-def _bounded(value, kind: str, where: str):
+def _bounded(value, kind: str, where: str, text: str = ""):
+    shown = excerpt(text, 24) if text else None
     if kind == "cfg":
         if not math.isfinite(value):
             raise SweepGrammarError("non_finite", f"A CFG value ({where}) is not finite.",
                                     "Use CFG values between 0 and 100.")
         low, high = CFG_RANGE
         if not low <= value <= high:
-            raise SweepGrammarError("range", f"CFG {format_number(value)} ({where}) is outside {low:g}..{high:g}.",
-                                    "Use CFG values between 0 and 100.")
+            raise SweepGrammarError("range", f"CFG {shown or format_number(value)} ({where}) is outside "
+                                    f"{low:g}..{high:g}.", "Use CFG values between 0 and 100.")
     else:
         low, high = SEED_RANGE
         if not low <= value <= high:
-            raise SweepGrammarError("range", f"Seed {value} ({where}) is outside 0..{high}.",
+            raise SweepGrammarError("range", f"Seed {shown or value} ({where}) is outside 0..{high}.",
                                     "Use seeds between 0 and 18446744073709551615.")
     return value
 
 
-def _count_range(a, b, count_text: str, kind: str, item: str, where: str) -> list:
-    count_text = count_text.strip()
-    if not count_text.isdigit() or int(count_text) < 2:
-        raise SweepGrammarError("count", f"The count [{count_text}] in '{item.strip()}' ({where}) must be a whole "
-                                f"number of at least 2.", "Example: '2-12 [6]' gives 6 values from 2 to 12.")
-    count = int(count_text)
+def _count_range(a, b, count_text: str, kind: str, shown: str, where: str) -> list:
+    count_text = count_text.strip(WHITESPACE)
+    if not _is_digits(count_text) or _whole(count_text) < 2:
+        raise SweepGrammarError("count", f"The count [{excerpt(count_text, 20)}] in '{shown}' ({where}) must be a "
+                                f"whole number of at least 2.", "Example: '2-12 [6]' gives 6 values from 2 to 12.")
+    count = _whole(count_text)
     _check_count(count, AXIS_NAMES[kind])
     if kind == "seed":
         if (b - a) % (count - 1):
-            raise SweepGrammarError("not_integer", f"'{item.strip()}' ({where}) does not split into {count} whole "
+            raise SweepGrammarError("not_integer", f"'{shown}' ({where}) does not split into {count} whole "
                                     "seeds.", "Pick a count where (end - start) / (count - 1) is whole, or use a step.")
         step = (b - a) // (count - 1)
         return [a + i * step for i in range(count)]
@@ -165,21 +219,21 @@ def _count_range(a, b, count_text: str, kind: str, item: str, where: str) -> lis
     return [round(a + i * spacing, DECIMALS) for i in range(count - 1)] + [b]
 
 
-def _step_range(a, b, step_text, kind: str, item: str, where: str) -> list:
+def _step_range(a, b, step_text, kind: str, shown: str, where: str) -> list:
     if step_text is None:
         step = 1 if b >= a else -1
     else:
-        step = _step(step_text, kind, item, where)
+        step = _step(step_text, kind, shown, where)
     if a == b:
         return [a]
     if step == 0:
-        raise SweepGrammarError("zero_step", f"The step in '{item.strip()}' ({where}) is zero.",
+        raise SweepGrammarError("zero_step", f"The step in '{shown}' ({where}) is zero.",
                                 "Use a step like (+0.5), or a count like [5].")
     if (b - a) * step < 0:
         sign = "+" if b > a else "-"
-        raise SweepGrammarError("step_direction", f"The step in '{item.strip()}' ({where}) points away from the "
+        raise SweepGrammarError("step_direction", f"The step in '{shown}' ({where}) points away from the "
                                 f"range's end.", f"Going from {format_number(a)} to {format_number(b)} needs a "
-                                f"step with sign {sign}, like ({sign}{format_number(abs(step))}).")
+                                f"step with sign {sign}, like ({sign}{excerpt(format_number(abs(step)), 24)}).")
     if kind == "seed":
         count = (b - a) // step + 1
         _check_count(count, AXIS_NAMES[kind])
@@ -189,32 +243,38 @@ def _step_range(a, b, step_text, kind: str, item: str, where: str) -> list:
     return [round(a + i * step, DECIMALS) for i in range(count)]
 
 
-def _step(text: str, kind: str, item: str, where: str):
-    match = _STEP.fullmatch(text)
-    number = match.group("number") if match else ""
-    if not number or _NUMBER.fullmatch(number) is None:
-        raise SweepGrammarError("syntax", f"The step ({text.strip()}) in '{item.strip()}' ({where}) is not a number.",
+def split_step(text: str) -> tuple:
+    """(sign, number) of a step's inside: an optional + or -, then one word."""
+    text = text.strip(WHITESPACE)
+    sign = text[:1] if text[:1] in ("+", "-") else ""
+    return sign, text[len(sign):].strip(WHITESPACE)
+
+
+def _step(text: str, kind: str, shown: str, where: str):
+    sign, number = split_step(text)
+    if _NUMBER.fullmatch(number) is None:
+        raise SweepGrammarError("syntax", f"The step ({excerpt(text, 20)}) in '{shown}' ({where}) is not a number.",
                                 "Write steps like (+2) or (-0.5).")
     if kind == "seed":
-        if not number.isdigit():
-            raise SweepGrammarError("not_integer", f"The seed step ({text.strip()}) ({where}) is not whole.",
+        if not _is_digits(number):
+            raise SweepGrammarError("not_integer", f"The seed step ({excerpt(text, 20)}) ({where}) is not whole.",
                                     "Seed steps are whole numbers like (+10).")
-        value = int(number)
+        value = _whole(number)
     else:
         value = round(float(number), DECIMALS)
         if not math.isfinite(value):
-            raise SweepGrammarError("non_finite", f"The step ({text.strip()}) ({where}) is not finite.",
+            raise SweepGrammarError("non_finite", f"The step ({excerpt(text, 20)}) ({where}) is not finite.",
                                     "Write steps like (+2) or (-0.5).")
-    return -value if match.group("sign") == "-" else value
+    return -value if sign == "-" else value
 
 
 def _relative_seeds(count_text: str, kind: str, base_seed: int) -> list:
     if kind != "seed":
         raise SweepGrammarError("syntax", "'+N' is only for seed lists.", _example(kind))
-    if not count_text.isdigit() or int(count_text) < 1:
-        raise SweepGrammarError("count", f"'+{count_text}' needs a whole number of seeds, at least 1.",
+    if not _is_digits(count_text) or _whole(count_text) < 1:
+        raise SweepGrammarError("count", f"'+{excerpt(count_text, 20)}' needs a whole number of seeds, at least 1.",
                                 "Example: '+4' is the seed and the next 3.")
-    count = int(count_text)
+    count = _whole(count_text)
     _check_count(count, "seed")
     _bounded(base_seed, "seed", "base seed")
     _bounded(base_seed + count - 1, "seed", f"'+{count}' list")

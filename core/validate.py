@@ -48,3 +48,12 @@ def check_finite(tensor: torch.Tensor, what: str) -> None:
     require(bad == 0,
             f"{what} contains {bad} NaN or infinite values.",
             "Fix the node that produced it (an fp16 VAE overflow or an extreme CFG are common causes).")
+
+
+def excerpt(text, most: int = 40) -> str:
+    """Text for a message: stripped, and cut to its start and end around an ellipsis when longer than `most`."""
+    text = str(text).strip()
+    if len(text) <= most:
+        return text
+    tail = most // 4
+    return f"{text[:most - tail - 1]}…{text[-tail:]}"

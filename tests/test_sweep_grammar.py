@@ -2,19 +2,21 @@
 import json
 import math
 import os
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from latent_lab.core.errors import LatentLabInputError
-from latent_lab.core.sweep_grammar import (CFG_RANGE, MAX_VALUES, SEED_RANGE, SweepGrammarError, format_number,
-                                           format_values, label_number, parse_values)
+from latent_lab.core.sweep_grammar import (CFG_RANGE, MAX_TEXT, MAX_VALUES, SEED_RANGE, SweepGrammarError,
+                                           format_number, format_values, label_number, parse_values, split_item,
+                                           split_step)
 
 VECTORS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "vectors", "sweep_grammar.json")
 with open(VECTORS_PATH) as _handle:
     VECTORS = json.load(_handle)
 ERROR_KINDS = {"empty", "syntax", "zero_step", "step_direction", "count", "range", "non_finite", "not_integer",
-               "duplicate", "too_many", "relative"}
+               "duplicate", "too_many", "relative", "too_long"}
 FAST = settings(max_examples=80, deadline=None)
 
 cfg_numbers = st.integers(0, 10000).map(lambda k: k / 100)
@@ -190,3 +192,86 @@ def test_messages_name_the_item_and_how_to_fix():
 def test_unknown_kind_is_a_programming_error():
     with pytest.raises(ValueError):
         parse_values("3", "steps")
+
+
+# The time bound the hardening issue asks for: these ran for minutes with a backtracking item pattern. A linear
+# scan reads each of them in milliseconds; 0.5 s leaves room for a slow, busy machine.
+HOSTILE_TIME = 0.5
+LONG = 30000  # under MAX_TEXT, so the scan itself is timed, not the length check
+HOSTILE = [
+    ("1-" + " " * 565 + "[", "cfg", "syntax"),
+    ("1-" + " " * LONG + "[", "cfg", "syntax"),
+    ("1" + " " * (LONG // 2) + "-" + " " * (LONG // 2) + "(", "seed", "syntax"),
+    ("2-12 (" + " " * LONG + "a b)", "cfg", "syntax"),
+    ("+" + " " * LONG + "x y", "seed", "count"),
+    ("1" * LONG, "seed", "range"),
+    ("1" * LONG, "cfg", "non_finite"),
+    ("2-12 [" + "9" * LONG + "]", "cfg", "too_many"),
+    ("+" + "9" * LONG, "seed", "too_many"),
+    ("1," * (LONG // 2), "cfg", "too_many"),
+    ("1" * 100_000, "seed", "too_long"),
+    ("1-" + " " * 100_000 + "[", "cfg", "too_long"),
+]
+
+
+@pytest.mark.parametrize("text, kind, error", HOSTILE, ids=[f"{k}:{t[:12]!r}x{len(t)}" for t, k, _ in HOSTILE])
+def test_hostile_lists_are_refused_fast_with_a_short_message(text, kind, error):
+    start = time.perf_counter()
+    with pytest.raises(SweepGrammarError) as caught:
+        parse_values(text, kind)
+    assert time.perf_counter() - start < HOSTILE_TIME
+    assert caught.value.kind == error
+    message = str(caught.value)
+    assert len(message) < 400, message
+    assert text.strip() not in message
+
+
+@pytest.mark.parametrize("size", [1000, 100_000])
+def test_item_and_step_scans_stay_linear_past_the_length_cap(size):
+    start = time.perf_counter()
+    assert split_item("1-" + " " * size + "[") is None
+    assert split_item("1" + " " * size + "-" + " " * size + "(" + " " * size + ")") is not None
+    assert split_step(" " * size + "+" + " " * size + "2 3") == ("+", "2 3")
+    assert time.perf_counter() - start < HOSTILE_TIME
+
+
+def test_a_list_at_the_length_cap_still_parses():
+    text = "7" + " " * (MAX_TEXT - 1)
+    assert parse_values(text, "cfg") == [7.0]
+    with pytest.raises(SweepGrammarError) as caught:
+        parse_values(text + " ", "cfg")
+    assert caught.value.kind == "too_long" and f"{MAX_TEXT:,}" in caught.value.problem
+
+
+def test_numbers_longer_than_pythons_int_digit_limit_are_grammar_errors():
+    digits = "7" * 5000  # int() refuses strings of more than 4300 digits
+    cases = [(digits, "seed", "range"), (f"1-5 [{digits}]", "seed", "too_many"), (f"+{digits}", "seed", "too_many"),
+             (f"0-1 [{digits}]", "cfg", "too_many"), ("0" * 5000 + "42", "seed", None)]
+    for text, kind, error in cases:
+        if error is None:
+            assert parse_values(text, kind) == [42]
+            continue
+        with pytest.raises(SweepGrammarError) as caught:
+            parse_values(text, kind)
+        assert caught.value.kind == error
+    assert parse_values(f"1-5 (+{digits})", "seed") == [1]
+
+
+def test_a_long_item_is_quoted_once_as_a_short_excerpt():
+    item = "3" + "x" * 20000
+    with pytest.raises(SweepGrammarError) as caught:
+        parse_values(f"1, {item}", "cfg")
+    message = str(caught.value)
+    assert "item 2" in message and "…" in message and len(message) < 400
+    assert message.count("3xxxx") == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40), st.sampled_from(["cfg", "seed"]))
+def test_any_unicode_text_parses_or_fails_with_a_grammar_error(text, kind):
+    try:
+        values = parse_values(text, kind, 5)
+    except SweepGrammarError as error:
+        assert error.kind in ERROR_KINDS and len(str(error)) < 400
+        return
+    assert 1 <= len(values) <= MAX_VALUES

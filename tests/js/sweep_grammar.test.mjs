@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { parseValues, SweepGrammarError, sweepPreview, shortList, formatNumber } from "../../js/lib/sweep_grammar.js";
+import { parseValues, SweepGrammarError, sweepPreview, shortList, formatNumber, splitItem, MAX_TEXT } from "../../js/lib/sweep_grammar.js";
 
 const vectors = JSON.parse(readFileSync(new URL("../vectors/sweep_grammar.json", import.meta.url), "utf8"));
 
@@ -23,7 +23,7 @@ for (const [index, vector] of vectors.entries()) {
 
 test("the vectors cover every error kind and both axes", () => {
   const kinds = new Set(vectors.filter((v) => v.error).map((v) => v.error));
-  for (const kind of ["empty", "syntax", "range", "duplicate", "too_many", "count", "zero_step", "step_direction", "not_integer", "relative", "non_finite"]) {
+  for (const kind of ["empty", "syntax", "range", "duplicate", "too_many", "count", "zero_step", "step_direction", "not_integer", "relative", "non_finite", "too_long"]) {
     assert.ok(kinds.has(kind), kind);
   }
 });
@@ -48,4 +48,29 @@ test("shortList and formatNumber print like the Python grammar", () => {
   assert.equal(formatNumber(7), "7");
   assert.equal(shortList([1, 2, 3]), "1, 2, 3");
   assert.equal(shortList(Array.from({ length: 30 }, (_, i) => i)), "0, 1, 2, 3, 4, 5, 6, 7, 8, …, 28, 29");
+});
+
+test("hostile lists are refused fast, with a short message", () => {
+  const long = 30000;
+  const cases = [
+    ["1-" + " ".repeat(long) + "[", "cfg", "syntax"],
+    ["2-12 (" + " ".repeat(long) + "a b)", "cfg", "syntax"],
+    ["1".repeat(long), "seed", "range"],
+    ["+" + "9".repeat(long), "seed", "too_many"],
+    ["1".repeat(100000), "seed", "too_long"],
+  ];
+  for (const [text, kind, error] of cases) {
+    const start = performance.now();
+    assert.throws(() => parseValues(text, kind), (e) => e.kind === error && e.message.length < 400 && !e.message.includes(text.trim()));
+    assert.ok(performance.now() - start < 500, `${kind} ${text.slice(0, 12)}`);
+  }
+  const start = performance.now();
+  assert.equal(splitItem("1-" + " ".repeat(100000) + "["), null);
+  assert.ok(performance.now() - start < 500);
+});
+
+test("the length cap counts characters as Python does", () => {
+  assert.deepEqual(parseValues("7" + " ".repeat(MAX_TEXT - 1), "cfg"), [7]);
+  // an astral character is two UTF-16 units but one character: the list is at the cap, and a syntax error
+  assert.throws(() => parseValues("\u{1F600}" + " ".repeat(MAX_TEXT - 1), "cfg"), (e) => e.kind === "syntax");
 });
