@@ -10,6 +10,8 @@ What a cell gets is what a batch-1 KSampler with that cell's seed and CFG gets:
   do in a batch-1 run.
 Cells whose model input is bitwise identical (same seed, before their CFG makes them differ: the first
 step) are evaluated once and share the result.
+A sampler the sweep has not classified (one added to ComfyUI after the lists below were checked) runs each cell
+alone, with the sampler's own noise: exactly a separate KSampler run, in any model_batch mode.
 """
 import inspect
 from functools import lru_cache
@@ -19,7 +21,7 @@ import torch
 from ..core import sweep_cfg
 from ..core.errors import LatentLabInputError, require
 from ..core.sweep_plan import chunk_capacity, plan_chunks, state_bytes_per_cell
-from .runtime import check_interrupt, comfy, intermediate_device
+from .runtime import check_interrupt, comfy, free_memory, intermediate_device, is_out_of_memory, streams_weights
 
 # Samplers whose default noise comes from a torchsde Brownian tree (value: tree kept on the CPU).
 BROWNIAN_SAMPLERS = {
@@ -31,6 +33,20 @@ BROWNIAN_SAMPLERS = {
 # Samplers that couple batch items: dpm_adaptive picks its step size from an error norm over the whole
 # batch, so cells sampled together would not match separate runs. They run one cell per chunk.
 BATCH_COUPLED_SAMPLERS = {"dpm_adaptive"}
+# Samplers whose per-step noise comes from default_noise_sampler (seeded by extra_args["seed"]), or that take no
+# step noise at all: a per-cell generator, or nothing, reproduces their separate runs. With the two sets above
+# these are the samplers the sweep classifies (every sampler of ComfyUI 0.3.64).
+GENERATOR_SAMPLERS = {
+    "euler_ancestral", "euler_ancestral_cfg_pp", "dpm_2_ancestral", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
+    "ddpm", "lcm", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
+    "res_multistep_ancestral_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece"}
+NOISELESS_SAMPLERS = {
+    "euler", "euler_cfg_pp", "heun", "heunpp2", "dpm_2", "lms", "dpm_fast", "dpmpp_2m", "dpmpp_2m_cfg_pp", "ipndm",
+    "ipndm_v", "deis", "gradient_estimation", "gradient_estimation_cfg_pp", "ddim", "uni_pc", "uni_pc_bh2"}
+CLASSIFIED_SAMPLERS = frozenset(BROWNIAN_SAMPLERS) | BATCH_COUPLED_SAMPLERS | GENERATOR_SAMPLERS | NOISELESS_SAMPLERS
+# The keys a LATENT may carry to size an empty latent for its model (comfy.sample.fix_empty_latent_channels takes
+# them as parameters of the same names where it knows them); a sampled latent no longer needs them.
+DOWNSCALE_KEYS = ("downscale_ratio_spacial", "downscale_ratio_temporal")
 PATCH_SLOTS = {
     "sampler_pre_cfg_function": "pre-CFG function",
     "sampler_cfg_function": "CFG function",
@@ -38,7 +54,7 @@ PATCH_SLOTS = {
 }
 
 
-# ComfyUI's lists (v0.3.64), for the node's inputs outside ComfyUI (tests, workflow checks); inside it, its own.
+# ComfyUI's lists (v0.3.64), only for the node's inputs outside ComfyUI (tests, workflow checks); inside it, its own.
 KNOWN_SAMPLERS = [
     "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
     "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
@@ -61,7 +77,13 @@ def scheduler_names() -> list:
     return list(samplers.KSampler.SCHEDULERS) if samplers is not None else list(KNOWN_SCHEDULERS)
 
 
+def is_classified(sampler_name: str) -> bool:
+    return sampler_name in CLASSIFIED_SAMPLERS
+
+
 def noise_kind(sampler_name: str) -> str:
+    if not is_classified(sampler_name):
+        return "the sampler's own, one cell at a time (a sampler the sweep does not classify)"
     if sampler_name in BATCH_COUPLED_SAMPLERS:
         return "batch-coupled step size: one cell per chunk"
     function = _sampler_function(sampler_name)
@@ -93,9 +115,11 @@ def _guarded(function, slot: str):
     def call(args):
         try:
             result = function(args)
-        except (torch.OutOfMemoryError, LatentLabInputError):  # not the scale's fault; keep their own message
+        except LatentLabInputError:  # not the scale's fault; keeps its own message
             raise
         except (TypeError, ValueError, RuntimeError) as error:
+            if is_out_of_memory(error):  # nor is running out of memory
+                raise
             raise PatchScaleError(
                 f"The model patch {describe(function)} ({PATCH_SLOTS[slot]}) failed when given one CFG scale "
                 f"per cell ({type(error).__name__}: {error}).",
@@ -232,6 +256,13 @@ def inpaint_noise(x: torch.Tensor, seeds: list) -> torch.Tensor:
     return torch.cat([by_seed[s] for s in seeds]).to(x.dtype).to(x.device)
 
 
+def sampler_for(sampler_name: str, seeds: list):
+    """A classified sampler with per-cell noise; any other exactly as KSampler makes it (it samples one cell)."""
+    if is_classified(sampler_name):
+        return cell_sampler(sampler_name, seeds)
+    return comfy("comfy.samplers").sampler_object(sampler_name)
+
+
 def cell_sampler(sampler_name: str, seeds: list):
     """comfy.samplers.sampler_object(name), with every source of per-step noise made per cell."""
     samplers = comfy("comfy.samplers")
@@ -263,12 +294,22 @@ def check_conditioning(conditioning, name: str) -> None:
 
 
 def free_memory_for_cells(model) -> float:
-    mm = comfy("comfy.model_management")
+    """Free bytes for cells, before the model is loaded: less what the model still needs resident on a GPU (nothing
+    when it streams its weights)."""
     device = model.load_device
-    free = mm.get_free_memory(device)
-    if getattr(device, "type", "cpu") != "cpu":
+    free = free_memory(device, model)
+    if getattr(device, "type", "cpu") != "cpu" and not streams_weights(model):
         free -= max(0, model.model_size() - model.loaded_size())
     return max(0.0, float(free))
+
+
+def fitted_latent(model, latent: dict) -> torch.Tensor:
+    """comfy.sample.fix_empty_latent_channels as KSampler calls it: with the latent's downscale ratios where the
+    function takes them (ComfyUI resizes an empty latent made for another ratio), without them where it does not."""
+    fix = comfy("comfy.sample").fix_empty_latent_channels
+    parameters = inspect.signature(fix).parameters
+    ratios = {key: latent.get(key) for key in DOWNSCALE_KEYS if key in parameters}
+    return fix(model, latent["samples"], **ratios)
 
 
 def bytes_per_cell(model, latent_image: torch.Tensor) -> float:
@@ -296,10 +337,20 @@ class SweepProgress:
         return step
 
 
-def per_cell_batches(model, auto: bool, exact: bool) -> bool:
+def per_cell_batches(model, auto: bool, exact: bool, sampler_name: str | None = None) -> bool:
     """Whether to evaluate cells one at a time. auto: on a CPU, where one cell at a time keeps every cell bitwise
-    equal to its separate run for part of batching's speed-up (benchmarks/README.md: 0.89x against 0.65x)."""
+    equal to its separate run for part of batching's speed-up (benchmarks/README.md: 0.89x against 0.65x).
+    A sampler the sweep does not classify always runs per cell, whatever was asked."""
+    if sampler_name is not None and not is_classified(sampler_name):
+        return True
     return exact or auto and torch.device(model.load_device).type == "cpu"
+
+
+def per_cell_note(sampler_name: str) -> str:
+    if is_classified(sampler_name):
+        return ""
+    return (f"sampler '{sampler_name}' is not one the sweep classifies, so each cell ran alone with the sampler's "
+            "own noise, as a separate KSampler run (whatever model_batch asked)")
 
 
 def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: int, sampler_name: str,
@@ -307,8 +358,11 @@ def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: in
     """Sample every cell; returns (raw samples [N, C, H, W] on the intermediate device, run info dict)."""
     check_conditioning(positive, "positive")
     check_conditioning(negative, "negative")
+    require(not getattr(latent["samples"], "is_nested", False),
+            "The latent_image is a nested latent (several latents in one, such as video with audio).",
+            "A sweep takes one plain image latent; sweep such models with separate KSampler runs.")
     comfy_sample, samplers, utils = comfy("comfy.sample"), comfy("comfy.samplers"), comfy("comfy.utils")
-    latent_image = comfy_sample.fix_empty_latent_channels(model, latent["samples"])
+    latent_image = fitted_latent(model, latent)
     batch_index = latent.get("batch_index")
     noise = {seed: comfy_sample.prepare_noise(latent_image, seed, batch_index)
              for seed in dict.fromkeys(cell.seed for cell in cells)}
@@ -318,7 +372,10 @@ def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: in
 
     sigmas = samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name,
                                scheduler=scheduler, denoise=denoise, model_options=model.model_options).sigmas
-    capacity = 1 if sampler_name in BATCH_COUPLED_SAMPLERS else \
+    classified = is_classified(sampler_name)
+    per_cell = per_cell or not classified
+    alone = not classified or sampler_name in BATCH_COUPLED_SAMPLERS
+    capacity = 1 if alone else \
         chunk_capacity(free_memory_for_cells(model), bytes_per_cell(model, latent_image), max_batch)
     chunks = plan_chunks([cell.row for cell in cells], capacity)
     steps_run = max(0, len(sigmas) - 1)  # denoise 0 gives no sigmas: the latent comes back as it is
@@ -332,7 +389,7 @@ def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: in
         guider.set_conds(positive, negative)
         guider.set_cells([cell.cfg for cell in members], [cell.row for cell in members], per_cell)
         samples = guider.sample(torch.cat([noise[s] for s in seeds]), latent_image.repeat(len(members), *[1] * (latent_image.ndim - 1)),
-                                cell_sampler(sampler_name, seeds), sigmas, denoise_mask=noise_mask,
+                                sampler_for(sampler_name, seeds), sigmas, denoise_mask=noise_mask,
                                 callback=progress.callback(number), disable_pbar=not utils.PROGRESS_BAR_ENABLED,
                                 seed=seeds[0])
         outputs.append(samples.to(intermediate_device()))
@@ -347,6 +404,7 @@ def run_info(chunks: list, stats: dict, sampler_name: str, steps_run: int, per_c
     return {
         "chunks": [len(c) for c in chunks],
         "model_batch": "per cell" if per_cell else "all cells",
+        "model_batch_note": per_cell_note(sampler_name),
         "steps_run": steps_run,
         "model_calls": stats.get("calls", 0),
         "rows_evaluated": evaluated,

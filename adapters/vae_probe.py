@@ -16,7 +16,7 @@ import torch
 from ..core.errors import LatentLabInputError, require
 from ..core.probe import ProbeVAE
 from .comfy_objects import vae_channels
-from .runtime import comfy, intermediate_device, soft_empty_cache
+from .runtime import comfy, free_memory, intermediate_device, soft_empty_cache
 
 MAP_GRAPH_FACTOR = 4.0  # autograd graph of the SD decoder at 256 px: ~2.5x memory_used_decode measured on CPU
 ENCODER_PARTS = ("encoder.", "quant_conv.", "taesd_encoder.")
@@ -106,7 +106,7 @@ class ComfyProbeVAE:
             return float("inf")
         self.mm.load_models_gpu([self.vae.patcher], memory_required=needed,
                                 force_full_load=getattr(self.vae, "disable_offload", False))
-        return float(self.mm.get_free_memory(self.vae.device))
+        return free_memory(self.vae.device, self.vae.patcher)
 
     def out_of_memory(self, what: str, shape) -> LatentLabInputError:
         soft_empty_cache()

@@ -7,10 +7,11 @@ Cells that share a seed sit next to each other, so a chunk holds whole seed rows
 first model evaluation of a row is computed once.
 """
 import math
+import numbers
 from dataclasses import asdict, dataclass
 
 from .errors import require
-from .sweep_grammar import label_number
+from .sweep_grammar import SEED_RANGE, label_number
 
 ORDER = "seed-major"
 ORDER_TEXT = ("seed-major: rows are seeds, columns are CFG values; "
@@ -50,6 +51,40 @@ def check_cell_count(count: int, limit: int) -> None:
             f"The sweep has {count} cells, more than max_cells ({limit}).",
             "Shorten the CFG or seed list, or raise max_cells if you really want that many (each cell is one "
             "image in memory and one batch item while sampling).")
+
+
+# The node's number inputs: (low, high, whole number, what to set instead). ComfyUI lets NaN through its range
+# check (NaN < low is false) and an API client may post anything, so the node checks them itself.
+SETTINGS = {
+    "seed": (SEED_RANGE[0], SEED_RANGE[1], True, "Set seed to a whole number from 0 to 2^64 - 1."),
+    "steps": (1, 10000, True, "Set steps to a whole number from 1 to 10000 (20 is usual)."),
+    "denoise": (0.0, 1.0, False, "Set denoise to a number from 0 to 1 (1 for text-to-image, below 1 for img2img)."),
+    "max_batch": (0, 4096, True, "Set max_batch to a whole number from 0 to 4096 (0: as many as memory allows)."),
+    "max_cells": (1, 4096, True, "Set max_cells to a whole number from 1 to 4096."),
+}
+
+
+def check_settings(**values) -> dict:
+    """The named number inputs, checked against SETTINGS; returns them as int or float."""
+    return {name: _setting(name, value, *SETTINGS[name]) for name, value in values.items()}
+
+
+def _setting(name: str, value, low, high, whole: bool, fix: str):
+    shown = _excerpt(value)
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    require(number, f"{name} is {type(value).__name__} {shown}, not a number.", fix)
+    integral = isinstance(value, numbers.Integral)
+    require(integral or math.isfinite(value), f"{name} is {shown}, not a finite number.", fix)
+    require(integral or not whole or float(value).is_integer(), f"{name} is {shown}, not a whole number.", fix)
+    require(low <= value <= high, f"{name} is {shown}, outside {low}..{high}.", fix)
+    return int(value) if whole else float(value)
+
+
+def _excerpt(value, limit: int = 40) -> str:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(value) >= 10 ** limit:
+        return f"a {int(value).bit_length()}-bit integer"  # str() of a long enough int raises
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def chunk_capacity(free_bytes: float, bytes_per_cell: float, max_batch: int = 0) -> int:

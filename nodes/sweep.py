@@ -1,11 +1,11 @@
 """Sweep: every CFG value (and seed) in one batched sampling pass, and a labeled grid of the results."""
-from ..adapters.sweep_sampler import per_cell_batches, sampler_names, scheduler_names, sweep_sample
+from ..adapters.sweep_sampler import DOWNSCALE_KEYS, per_cell_batches, sampler_names, scheduler_names, sweep_sample
 from ..adapters.ui import preview_images
 from ..core import grid as grids
 from ..core.errors import require
 from ..core.sweep_grammar import SEED_RANGE, SweepGrammarError, parse_values
-from ..core.sweep_plan import (ORDER_TEXT, check_cell_count, check_info, make_cells, settings_line,
-                               sweep_info)
+from ..core.sweep_plan import (ORDER_TEXT, check_cell_count, check_info, check_settings, make_cells,
+                               settings_line, sweep_info)
 from ..core.validate import check_image
 from .common import CATEGORY, node_errors, samples_of, ui_result, with_samples
 
@@ -14,7 +14,15 @@ MODEL_BATCH = ("auto", "all cells", "per cell (exact)")
 AUTO, BATCHED, EXACT = MODEL_BATCH
 
 
+def check_choice(name: str, value, choices: list) -> None:
+    # KSampler would silently put its first entry in place of an unknown name
+    require(isinstance(value, str) and value in choices, f"Unknown {name} {value!r:.60}.",
+            f"Pick one of ComfyUI's: {', '.join(choices[:8])}{'…' if len(choices) > 8 else ''}.")
+
+
 def parse_axes(cfg_values: str, seeds: str, seed: int) -> tuple:
+    require(isinstance(cfg_values, str) and isinstance(seeds, str), "cfg_values and seeds must be text.",
+            "Write them as text, e.g. cfg_values '3, 5, 7' and seeds '' or '+4'.")
     cfgs = parse_values(cfg_values, "cfg")
     seed_list = parse_values(seeds, "seed", base_seed=seed) if seeds.strip() else [seed]
     return cfgs, seed_list
@@ -89,9 +97,13 @@ class CFGSweepSampler:
     @node_errors("CFG Sweep Sampler")
     def sweep(self, model, seed, steps, cfg_values, sampler_name, scheduler, positive, negative, latent_image,
               denoise, seeds, max_batch, model_batch, max_cells):
+        seed, steps, denoise, max_batch, max_cells = check_settings(
+            seed=seed, steps=steps, denoise=denoise, max_batch=max_batch, max_cells=max_cells).values()
         samples = samples_of(latent_image)
         require(model_batch in MODEL_BATCH, f"Unknown model_batch '{model_batch}'.",
                 f"Use one of: {', '.join(MODEL_BATCH)}.")
+        check_choice("sampler_name", sampler_name, sampler_names())
+        check_choice("scheduler", scheduler, scheduler_names())
         require(samples.shape[0] == 1,
                 f"The latent_image has a batch of {samples.shape[0]}; a sweep starts from one latent and makes "
                 "the batch itself (one item per cell).",
@@ -99,7 +111,8 @@ class CFGSweepSampler:
         cfgs, seed_list = parse_axes(cfg_values, seeds, seed)
         check_cell_count(len(cfgs) * len(seed_list), max_cells)
         cells = make_cells(cfgs, seed_list)
-        per_cell = per_cell_batches(model, auto=model_batch == AUTO, exact=model_batch == EXACT)
+        per_cell = per_cell_batches(model, auto=model_batch == AUTO, exact=model_batch == EXACT,
+                                    sampler_name=sampler_name)
         result, run = sweep_sample(model, positive, negative, latent_image, cells, steps, sampler_name,
                                    scheduler, denoise, max_batch, per_cell=per_cell)
         settings = {"sampler": sampler_name, "scheduler": scheduler, "steps": steps, "denoise": denoise,
@@ -107,6 +120,8 @@ class CFGSweepSampler:
         info = sweep_info(cfgs, seed_list, cells, settings, run, cfg_values, seeds)
         out = with_samples(latent_image, result)
         out.pop("batch_index", None)  # the cells are new items, not picks from a batch
+        for key in DOWNSCALE_KEYS:  # sampled at the model's own size, as KSampler's output
+            out.pop(key, None)
         labels = "\n".join(cell.label for cell in cells)
         return ui_result((out, info, labels), text=summary(info))
 
@@ -118,6 +133,8 @@ def summary(info: dict) -> str:
              f"({info['order']}) · chunks {run['chunks']} · model batch: {run['model_batch']}",
              f"model rows evaluated {run['rows_evaluated']} of {run['rows_separate_runs']} for separate runs "
              f"({run['rows_shared']} shared) · step noise: {run['noise']}"]
+    if run.get("model_batch_note"):
+        lines.append(f"per cell: {run['model_batch_note']}")
     return "\n".join(lines)
 
 

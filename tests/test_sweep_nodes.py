@@ -6,10 +6,11 @@ from latent_lab.core.errors import LatentLabInputError
 from latent_lab.nodes.sweep import CFGSweepSampler, parse_axes
 
 
-def run(latent=None, cfg_values="3, 7", seeds="", max_cells=64, seed=5, model_batch="all cells", positive=()):
+def run(latent=None, cfg_values="3, 7", seeds="", max_cells=64, seed=5, model_batch="all cells", positive=(),
+        steps=4, denoise=1.0, max_batch=0, sampler="euler", scheduler="normal"):
     latent = latent if latent is not None else {"samples": torch.zeros(1, 4, 8, 8)}
-    return CFGSweepSampler().sweep(None, seed, 4, cfg_values, "euler", "normal", list(positive), [], latent, 1.0,
-                                   seeds, 0, model_batch, max_cells)
+    return CFGSweepSampler().sweep(None, seed, steps, cfg_values, sampler, scheduler, list(positive), [], latent,
+                                   denoise, seeds, max_batch, model_batch, max_cells)
 
 
 def test_batch_of_more_than_one_latent_is_refused():
@@ -95,3 +96,31 @@ def test_auto_model_batch_evaluates_per_cell_on_a_cpu_only(device, auto, exact, 
 def test_model_batch_defaults_to_auto():
     spec = CFGSweepSampler.INPUT_TYPES()["required"]["model_batch"]
     assert spec[0] == ["auto", "all cells", "per cell (exact)"] and spec[1]["default"] == "auto"
+
+
+@pytest.mark.parametrize("inputs, match", [
+    ({"denoise": float("nan")}, "denoise is nan, not a finite number"),
+    ({"denoise": -0.5}, "denoise is -0.5, outside 0.0..1.0"),
+    ({"steps": float("nan")}, "steps is nan, not a finite number"),
+    ({"steps": 0}, "steps is 0, outside 1..10000"),
+    ({"seed": float("inf")}, "seed is inf, not a finite number"),
+    ({"max_batch": -1}, "max_batch is -1, outside 0..4096"),
+    ({"max_cells": 0}, "max_cells is 0, outside 1..4096"),
+])
+def test_number_inputs_an_api_client_may_send_are_refused_with_the_node_name(inputs, match):
+    with pytest.raises(LatentLabInputError, match=match) as caught:
+        run(**inputs)
+    assert str(caught.value).startswith("Latent Lab · CFG Sweep Sampler:")
+    assert caught.value.fix.startswith("Set " + next(iter(inputs)))
+
+
+@pytest.mark.parametrize("inputs, match", [
+    ({"sampler": "euler_turbo"}, "Unknown sampler_name 'euler_turbo'"),
+    ({"scheduler": 3}, "Unknown scheduler 3"),
+    ({"cfg_values": 7}, "cfg_values and seeds must be text"),
+    ({"seeds": None}, "cfg_values and seeds must be text"),
+])
+def test_choices_and_texts_of_the_wrong_kind_are_refused_with_the_node_name(inputs, match):
+    with pytest.raises(LatentLabInputError, match=match) as caught:
+        run(**inputs)
+    assert str(caught.value).startswith("Latent Lab · CFG Sweep Sampler:")

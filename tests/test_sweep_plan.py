@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from latent_lab.core.errors import LatentLabInputError
-from latent_lab.core.sweep_plan import (Cell, check_cell_count, check_info, chunk_capacity, make_cells, plan_chunks,
-                                        settings_line, state_bytes_per_cell, sweep_info)
+from latent_lab.core.sweep_plan import (SETTINGS, Cell, check_cell_count, check_info, check_settings, chunk_capacity,
+                                        make_cells, plan_chunks, settings_line, state_bytes_per_cell, sweep_info)
 
 FAST = settings(max_examples=120, deadline=None)
 
@@ -99,3 +99,62 @@ def test_cell_is_immutable():
     cell = Cell(0, 0, 0, 7.0, 1, "CFG 7")
     with pytest.raises(Exception):
         cell.cfg = 8.0
+
+
+# ---- the node's number inputs ---------------------------------------------------------------------------------
+
+def in_range(name):
+    low, high, whole, _ = SETTINGS[name]
+    return st.integers(low, high) if whole else st.floats(low, high)
+
+
+@FAST
+@given(st.sampled_from(sorted(SETTINGS)).flatmap(lambda name: st.tuples(st.just(name), in_range(name))))
+def test_settings_in_range_come_back_as_their_type(named):
+    name, value = named
+    checked = check_settings(**{name: value})[name]
+    assert checked == value and type(checked) is (int if SETTINGS[name][2] else float)
+
+
+@FAST
+@given(st.sampled_from(sorted(SETTINGS)),
+       st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2 ** 70, 2 ** 70),
+                 st.text(max_size=200), st.booleans(), st.none()))
+def test_any_other_setting_is_refused_with_its_name_and_the_fix(name, value):
+    low, high, whole, fix = SETTINGS[name]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    acceptable = number and value == value and low <= value <= high and (not whole or float(value).is_integer())
+    if acceptable:
+        assert check_settings(**{name: value})[name] == value
+        return
+    with pytest.raises(LatentLabInputError) as caught:
+        check_settings(**{name: value})
+    assert caught.value.problem.startswith(f"{name} is ") and caught.value.fix == fix
+    assert len(caught.value.problem) < 200
+
+
+@pytest.mark.parametrize("name, value, problem", [
+    ("denoise", float("nan"), "denoise is nan, not a finite number."),
+    ("denoise", float("inf"), "denoise is inf, not a finite number."),
+    ("denoise", 1.5, "denoise is 1.5, outside 0.0..1.0."),
+    ("steps", 2.5, "steps is 2.5, not a whole number."),
+    ("steps", 0, "steps is 0, outside 1..10000."),
+    ("seed", -1, "seed is -1, outside 0..18446744073709551615."),
+    ("max_cells", "64", "max_cells is str '64', not a number."),
+    ("max_batch", True, "max_batch is bool True, not a number."),
+])
+def test_bad_settings_say_what_was_wrong(name, value, problem):
+    with pytest.raises(LatentLabInputError) as caught:
+        check_settings(**{name: value})
+    assert caught.value.problem == problem
+
+
+def test_a_huge_integer_is_described_without_printing_it():
+    with pytest.raises(LatentLabInputError) as caught:
+        check_settings(seed=10 ** 5000)
+    assert "-bit integer, outside" in caught.value.problem and len(caught.value.problem) < 100
+
+
+def test_whole_floats_become_ints():
+    assert check_settings(steps=20.0, seed=7.0, max_batch=0.0, max_cells=64.0, denoise=1) == \
+        {"steps": 20, "seed": 7, "max_batch": 0, "max_cells": 64, "denoise": 1.0}
