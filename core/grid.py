@@ -3,18 +3,25 @@
 Layout, top to bottom: x-axis title, column labels, the rows of cells, footer. Left to right: the y-axis
 title (rotated), row labels, the columns of cells. Cells are placed row-major, unscaled.
 """
+import numbers
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .errors import require
+from .errors import LatentLabInputError, require
 from .render import BACKGROUND, TEXT, font, from_pil, to_pil
+from .sweep_grammar import CFG_RANGE, SEED_RANGE
+from .sweep_plan import ORDER
+from .validate import excerpt
 
 MIN_FONT = 8
 TITLE_COLOR = (255, 214, 120)
 FOOTER_COLOR = (170, 170, 175)
+MAX_GRID_CELLS = 65536
+MAX_LABEL = 200  # characters in a label, title or footer setting (each is fitted by measuring it, char by char)
+FOOTER_SETTINGS = {"sampler": str, "scheduler": str, "steps": numbers.Integral, "denoise": numbers.Real}
 
 
 @dataclass
@@ -193,3 +200,74 @@ def resize_images(images: torch.Tensor, width: int, height: int) -> torch.Tensor
     resized = F.interpolate(images.permute(0, 3, 1, 2).float(), size=(height, width), mode="bilinear",
                             antialias=True, align_corners=False)
     return resized.permute(0, 2, 3, 1).clamp(0, 1)
+
+
+# ---- what Sweep Grid reads from a SWEEP_INFO -------------------------------------------------------------------
+
+def grid_info(info) -> dict:
+    """The parts of a SWEEP_INFO a grid is drawn from, checked against the schema CFG Sweep Sampler writes (see
+    core/sweep_plan.sweep_info): a hand-made or edited one is refused with what is wrong, not a KeyError.
+    Returns a new dict with version, order, axes (x, y), cells and settings, sizes bounded before use."""
+    require(isinstance(info, dict), f"sweep_info is {type(info).__name__}, not a SWEEP_INFO.", _INFO_FIX)
+    order = info.get("order", ORDER)
+    require(order == ORDER, f"sweep_info has cell order {excerpt(order)}; a grid needs '{ORDER}'.", _INFO_FIX)
+    axes = info.get("axes")
+    require(isinstance(axes, dict), "sweep_info has no 'axes' dict.", _INFO_FIX)
+    x, y = _axis(axes, "x", float), _axis(axes, "y", int)
+    cells = info.get("cells")
+    require(isinstance(cells, list), "sweep_info has no 'cells' list.", _INFO_FIX)
+    expected = len(x["values"]) * len(y["values"])
+    require(expected <= MAX_GRID_CELLS, f"sweep_info has {expected:,} cells; a grid holds at most "
+            f"{MAX_GRID_CELLS:,}.", _INFO_FIX)
+    require(len(cells) == expected, f"sweep_info lists {len(cells)} cells for {len(x['values'])} x "
+            f"{len(y['values'])} axis values.", _INFO_FIX)
+    return {"version": info.get("version"), "order": order, "axes": {"x": x, "y": y}, "cells": cells,
+            "settings": _footer_settings(info.get("settings", {}))}
+
+
+_INFO_FIX = "Connect the sweep_info output of CFG Sweep Sampler unchanged."
+
+
+def _axis(axes: dict, key: str, kind: type) -> dict:
+    axis = axes.get(key)
+    require(isinstance(axis, dict), f"sweep_info has no axis '{key}'.", _INFO_FIX)
+    values, labels, title = axis.get("values"), axis.get("labels"), axis.get("title")
+    require(isinstance(values, list) and 1 <= len(values) <= MAX_GRID_CELLS,
+            f"sweep_info axis '{key}' needs a list of 1 to {MAX_GRID_CELLS:,} values.", _INFO_FIX)
+    require(all(_is_number(v, kind) for v in values),
+            f"sweep_info axis '{key}' holds values that are not {'CFG values (0-100)' if kind is float else 'seeds'}.",
+            _INFO_FIX)
+    require(isinstance(labels, list) and len(labels) == len(values),
+            f"sweep_info axis '{key}' needs one label per value.", _INFO_FIX)
+    for text in labels + [title]:
+        _check_text(text, f"axis '{key}' label or title")
+    return {**axis, "values": list(values), "labels": list(labels), "title": title}
+
+
+def _is_number(value, kind: type) -> bool:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
+    if kind is int:
+        return isinstance(value, numbers.Integral) and SEED_RANGE[0] <= value <= SEED_RANGE[1]
+    return CFG_RANGE[0] <= value <= CFG_RANGE[1]  # NaN fails too
+
+
+def _check_text(text, what: str) -> None:
+    require(isinstance(text, str), f"sweep_info {what} is {type(text).__name__}, not text.", _INFO_FIX)
+    require(len(text) <= MAX_LABEL, f"sweep_info {what} '{excerpt(text)}' is {len(text):,} characters long; "
+            f"the limit is {MAX_LABEL}.", _INFO_FIX)
+
+
+def _footer_settings(settings) -> dict:
+    require(isinstance(settings, dict), f"sweep_info settings is {type(settings).__name__}, not a dict.", _INFO_FIX)
+    out = dict(settings)
+    for key, kind in FOOTER_SETTINGS.items():
+        if key not in settings:
+            continue
+        value = settings[key]
+        if kind is str:
+            _check_text(value, f"setting '{key}'")
+        elif isinstance(value, bool) or not isinstance(value, kind) or not abs(value) <= 10 ** 9:
+            raise LatentLabInputError(f"sweep_info setting '{key}' is {excerpt(value)}, not a number the "
+                                      "sampler could have used.", _INFO_FIX)
+    return out

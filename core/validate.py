@@ -50,9 +50,19 @@ def check_finite(tensor: torch.Tensor, what: str) -> None:
             "Fix the node that produced it (an fp16 VAE overflow or an extreme CFG are common causes).")
 
 
-def excerpt(text, most: int = 40) -> str:
-    """Text for a message: stripped, and cut to its start and end around an ellipsis when longer than `most`."""
-    text = str(text).strip()
+def excerpt(value, most: int = 40) -> str:
+    """A value for a message: text stripped and cut to its start and end around an ellipsis when longer than
+    `most`; a number by its repr (a huge int by its size: str() refuses over 4300 digits); anything else by its
+    type (the repr of a deeply nested list would recurse)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4 * most:
+        return f"a {value.bit_length()}-bit integer"
+    if isinstance(value, str):
+        text = value.strip()
+    elif value is None or isinstance(value, (bool, int, float)):
+        text = repr(value)
+    else:
+        size = f" of {len(value)}" if isinstance(value, (list, tuple, dict)) else ""
+        return f"a {type(value).__name__}{size}"
     if len(text) <= most:
         return text
     tail = most // 4

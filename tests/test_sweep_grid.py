@@ -1,11 +1,13 @@
 """Labeled grid layout and drawing, and the Sweep Grid node on a real SWEEP_INFO."""
+import copy
+
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
 
 from latent_lab.core.errors import LatentLabInputError
-from latent_lab.core.grid import (BACKGROUND, GridSpec, auto_font_size, check_budget, draw_grid, fit_text, layout,
-                                  resize_images, scaled_size, text_width, wrap_lines)
+from latent_lab.core.grid import (BACKGROUND, MAX_LABEL, GridSpec, auto_font_size, check_budget, draw_grid,
+                                  fit_text, grid_info, layout, resize_images, scaled_size, text_width, wrap_lines)
 from latent_lab.core.sweep_plan import make_cells, sweep_info
 from latent_lab.nodes.sweep import SweepGrid, grid_spec
 
@@ -145,3 +147,71 @@ def test_sweep_grid_node_scales_cells_and_refuses_big_grids():
         SweepGrid().grid(distinct_images(3, 96, 128), info, False, 1.0, 0, 32.0)
     with pytest.raises(LatentLabInputError, match="SWEEP_INFO"):
         SweepGrid().grid(distinct_images(2, 96, 128), {"cells": []}, False, 1.0, 0, 32.0)
+
+
+def edited(info, path, value):
+    """A deep copy of info with the entry at `path` (keys and indices) set to value, or removed for DELETE."""
+    out = copy.deepcopy(info)
+    parent = out
+    for key in path[:-1]:
+        parent = parent[key]
+    if value is DELETE:
+        del parent[path[-1]]
+    else:
+        parent[path[-1]] = value
+    return out
+
+
+DELETE = object()
+HAND_MADE = [
+    (("axes", "x"), DELETE, "no axis 'x'"),
+    (("axes",), [1, 2], "no 'axes' dict"),
+    (("axes", "x", "values"), [], "1 to"),
+    (("axes", "x", "values"), [3.0, float("nan")], "not CFG values"),
+    (("axes", "x", "values"), [3.0, 1e300], "not CFG values"),
+    (("axes", "y", "values"), [1.5], "not seeds"),
+    (("axes", "y", "values"), [-1], "not seeds"),
+    (("axes", "y", "values"), [10 ** 5000], "not seeds"),
+    (("axes", "x", "labels"), ["CFG 3"], "one label per value"),
+    (("axes", "x", "labels", 0), 7, "not text"),
+    (("axes", "x", "labels", 0), "x" * 100_000, "characters long"),
+    (("axes", "x", "title"), None, "not text"),
+    (("cells",), "all", "no 'cells' list"),
+    (("cells",), [{}] * 3, "lists 3 cells for 2 x 1"),
+    (("order",), "cfg-major", "cell order"),
+    (("settings",), [1], "settings is list"),
+    (("settings", "denoise"), "1.0", "not a number"),
+    (("settings", "denoise"), float("nan"), "not a number"),
+    (("settings", "steps"), 10 ** 5000, "5000|bit integer"),
+    (("settings", "sampler"), ["euler"], "not text"),
+]
+
+
+@pytest.mark.parametrize("path, value, match", HAND_MADE, ids=[f"{'.'.join(map(str, p))}" for p, _, _ in HAND_MADE])
+def test_a_hand_made_sweep_info_is_refused_with_what_is_wrong(path, value, match):
+    info = edited(make_info([3.0, 7.0], [1]), path, value)
+    with pytest.raises(LatentLabInputError, match=match) as caught:
+        SweepGrid().grid(distinct_images(2, 16, 16), info, True, 1.0, 0, 32.0)
+    assert str(caught.value).startswith("Latent Lab · Sweep Grid") and len(str(caught.value)) < 400
+
+
+def test_grid_info_keeps_a_real_sweep_info_and_copies_it():
+    info = make_info([3.0, 5.5, 7.0], [42, 43])
+    checked = grid_info(info)
+    assert checked["axes"] == info["axes"] and checked["cells"] == info["cells"]
+    assert checked["settings"] == info["settings"] and checked is not info
+    longest = edited(info, ("axes", "x", "labels", 0), "C" * MAX_LABEL)
+    assert grid_info(longest)["axes"]["x"]["labels"][0] == "C" * MAX_LABEL
+
+
+@FAST
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+                    max_leaves=20))
+def test_any_json_value_as_sweep_info_gives_a_grid_or_a_clear_error(value):
+    for info in (value, {"version": 1, "axes": value, "cells": value},
+                 {"version": 1, "axes": {"x": value, "y": value}, "cells": [{}]}):
+        try:
+            SweepGrid().grid(distinct_images(1, 8, 8), info, True, 1.0, 0, 32.0)
+        except LatentLabInputError:
+            pass
