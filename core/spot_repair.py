@@ -1,5 +1,6 @@
 """Latent spot repair: replace chosen cells by an interpolation of their unchosen neighbours, per channel."""
 import json
+import numbers
 
 import numpy as np
 import torch
@@ -7,16 +8,23 @@ import torch.nn.functional as F
 
 from .errors import LatentLabInputError, require
 from .probe import PassCounter, far_field_verify, influence_ratio, sample_baseline
+from .validate import excerpt
 
 METHODS = ("harmonic", "inverse_distance")
 NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
 
+MAX_REPORT_CHARS = 32 * 1024 * 1024  # a map-mode report of a large latent lists every cell's influence
+REPORT_FIX = "Connect the probe's 'report' output unchanged, from a probe of the image this latent came from."
+
+
 def cells_from_mask(mask: torch.Tensor, height: int, width: int, downscale: int = 8) -> torch.Tensor:
     """MASK [B, H, W] or [H, W] at latent or pixel (x downscale) size -> [B, h, w] bool (any masked pixel in a cell)."""
     require(isinstance(mask, torch.Tensor), f"MASK must be a tensor, got {type(mask).__name__}.", "Connect a MASK output.")
+    require(not mask.is_complex(), f"MASK must hold real numbers, got {mask.dtype}.", "Connect a MASK output.")
     mask = mask[None] if mask.ndim == 2 else mask
     require(mask.ndim == 3, f"MASK must be [batch, height, width]; got shape {tuple(mask.shape)}.")
+    require(mask.shape[0] >= 1, f"MASK is empty: shape {tuple(mask.shape)}.", "Connect a mask with at least one item.")
     require(bool(torch.isfinite(mask).all()), "MASK contains NaN or infinite values.", "Fix the node that made it.")
     size = tuple(mask.shape[1:])
     if size == (height, width):
@@ -30,24 +38,62 @@ def cells_from_mask(mask: torch.Tensor, height: int, width: int, downscale: int 
 
 
 def cells_from_report(text: str, height: int, width: int) -> torch.Tensor:
-    """The flagged cells of a VAE Anomaly Probe report (JSON) -> [1, h, w] bool."""
-    try:
-        report = json.loads(text)
-        shape = report["latent"]["shape"]
-        cells = [(int(c["y"]), int(c["x"])) for c in report["flags"]["cells"]]
-    except (ValueError, KeyError, TypeError) as error:
-        raise LatentLabInputError(f"The report is not a VAE Anomaly Probe report ({error}).",
-                                  "Connect the probe's 'report' output.") from error
+    """The flagged cells of a VAE Anomaly Probe report (JSON) -> [1, h, w] bool. The report is checked against
+    the probe's schema and this latent's size first: it may have been edited by hand or come from another image."""
+    report = _report_json(text)
+    latent, flags = report.get("latent"), report.get("flags")
+    require(isinstance(latent, dict) and isinstance(flags, dict),
+            "The report is not a VAE Anomaly Probe report (no 'latent' and 'flags' sections).", REPORT_FIX)
+    shape = latent.get("shape")
+    require(isinstance(shape, list) and len(shape) == 3 and all(_whole(n) and n >= 1 for n in shape),
+            f"The report's latent shape is {excerpt(shape)}; a probe report gives [channels, height, width].",
+            REPORT_FIX)
     require(tuple(shape[1:]) == (height, width),
             f"The report was made on a {shape[2]}x{shape[1]}-cell latent but this latent is {width}x{height}.",
             "Probe the same image at the size this latent was encoded at.")
-    require(report["flags"].get("count", len(cells)) <= len(cells),
-            f"The report lists {len(cells)} of {report['flags']['count']} flagged cells.",
+    listed, count = flags.get("cells"), flags.get("count")
+    require(isinstance(listed, list) and len(listed) <= height * width,
+            f"The report's flagged cells are {excerpt(listed)}; a probe report lists at most one entry per cell.",
+            REPORT_FIX)
+    require(count is None or (_whole(count) and count >= 0),
+            f"The report's flag count is {excerpt(count)}, not a whole number.", REPORT_FIX)
+    cells = [_report_cell(entry, number, height, width) for number, entry in enumerate(listed, start=1)]
+    require(count is None or count <= len(cells),
+            f"The report lists {len(cells)} of {count} flagged cells.",
             "Connect the probe's flag_mask instead: it holds them all.")
     grid = torch.zeros(1, height, width, dtype=torch.bool)
     for y, x in cells:
         grid[0, y, x] = True
     return grid
+
+
+def _report_json(text) -> dict:
+    require(isinstance(text, str), f"The report is {type(text).__name__}, not text.", REPORT_FIX)
+    require(len(text) <= MAX_REPORT_CHARS, f"The report is {len(text):,} characters long; a probe report is at "
+            f"most {MAX_REPORT_CHARS:,}.", REPORT_FIX)
+    try:
+        report = json.loads(text)
+    except (ValueError, RecursionError) as error:  # RecursionError: nesting deeper than Python's stack
+        reason = "nested too deeply" if isinstance(error, RecursionError) else excerpt(str(error), 80)
+        raise LatentLabInputError(f"The report is not a VAE Anomaly Probe report (not JSON: {reason}).",
+                                  REPORT_FIX) from None
+    require(isinstance(report, dict), "The report is not a VAE Anomaly Probe report (not a JSON object).", REPORT_FIX)
+    return report
+
+
+def _whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _report_cell(entry, number: int, height: int, width: int) -> tuple:
+    y, x = (entry.get("y"), entry.get("x")) if isinstance(entry, dict) else (None, None)
+    require(_whole(y) and _whole(x),
+            f"Flagged cell {number} of the report has no whole-number 'y' and 'x' ({excerpt(entry)}).", REPORT_FIX)
+    # Python would read a negative index from the far end: cell -1 would repair the last row, silently.
+    require(0 <= y < height and 0 <= x < width,
+            f"Flagged cell {number} of the report is at y={excerpt(y)}, x={excerpt(x)}, outside this "
+            f"{width}x{height}-cell latent (y 0..{height - 1}, x 0..{width - 1}).", REPORT_FIX)
+    return int(y), int(x)
 
 
 def harmonic_fill(grid: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

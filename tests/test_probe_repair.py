@@ -147,3 +147,89 @@ def test_cells_from_report(flawed):
 def test_bad_repair_requests(cells, message):
     with pytest.raises(LatentLabInputError, match=message):
         R.repair(torch.randn(2, 4, 6, 6), cells)
+
+
+def minimal_report(cells, shape=(4, 12, 12), count=None):
+    return {"latent": {"shape": list(shape)},
+            "flags": {"count": len(cells) if count is None else count, "cells": [{"y": y, "x": x} for y, x in cells]}}
+
+
+def test_report_cells_are_read_from_the_probe_schema():
+    grid = R.cells_from_report(json.dumps(minimal_report([(0, 0), (11, 11), (3, 4)])), 12, 12)
+    assert grid.shape == (1, 12, 12) and grid[0].nonzero().tolist() == [[0, 0], [3, 4], [11, 11]]
+
+
+EDITED_REPORTS = [
+    (minimal_report([(-1, 4)]), "y=-1, x=4, outside this 12x12-cell latent"),
+    (minimal_report([(3, -1)]), "x=-1"),
+    (minimal_report([(99, 4)]), "y=99"),
+    (minimal_report([(3, 12)]), "x=12"),
+    (minimal_report([(3, 4)], shape=(12, 12)), "latent shape is"),
+    (minimal_report([(3, 4)], shape=(4, 12, 0)), "latent shape is"),
+    (minimal_report([(3, 4)], count=-2), "flag count"),
+    (minimal_report([(3, 4)], count=5), "lists 1 of 5 flagged cells"),
+    ({"latent": {"shape": [4, 12, 12]}, "flags": {"count": 1, "cells": [{"y": 1.5, "x": 2}]}}, "whole-number"),
+    ({"latent": {"shape": [4, 12, 12]}, "flags": {"count": 1, "cells": [{"y": True, "x": 2}]}}, "whole-number"),
+    ({"latent": {"shape": [4, 12, 12]}, "flags": {"count": 1, "cells": [{"y": "3", "x": 2}]}}, "whole-number"),
+    ({"latent": {"shape": [4, 12, 12]}, "flags": {"count": 1, "cells": [[3, 2]]}}, "whole-number"),
+    ({"latent": {"shape": [4, 12, 12]}, "flags": {"count": 1, "cells": "3,2"}}, "flagged cells are"),
+    ({"latent": {"shape": [4, 12, 12]}, "flags": {"cells": [{"y": 0, "x": 0}] * 145}}, "one entry per cell"),
+    ({"latent": [4, 12, 12], "flags": {}}, "no 'latent' and 'flags'"),
+    ([1, 2, 3], "not a JSON object"),
+]
+
+
+@pytest.mark.parametrize("report, message", EDITED_REPORTS, ids=[m for _, m in EDITED_REPORTS])
+def test_an_edited_report_is_refused_before_any_cell_is_touched(report, message):
+    with pytest.raises(LatentLabInputError, match=message):
+        R.cells_from_report(json.dumps(report), 12, 12)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+    ('{"latent": {"shape": [4, 12, 12]}, "flags": {"cells": [{"y": ' + "9" * 5000 + ', "x": 1}]}}', "not JSON"),
+    ("{not json", "not JSON"),
+    (["a list"], "list, not text"),
+])
+def test_a_report_that_is_not_json_is_refused_with_a_short_message(text, message):
+    with pytest.raises(LatentLabInputError, match=message) as caught:
+        R.cells_from_report(text, 12, 12)
+    assert len(str(caught.value)) < 400
+
+
+def test_an_oversized_report_is_refused_before_parsing(monkeypatch):
+    monkeypatch.setattr(R, "MAX_REPORT_CHARS", 100)
+    with pytest.raises(LatentLabInputError, match="characters long"):
+        R.cells_from_report(json.dumps(minimal_report([(1, 1)] * 10)), 12, 12)
+
+
+@pytest.mark.parametrize("mask, message", [
+    (torch.zeros(0, 6, 6), "MASK is empty"),
+    (torch.zeros(1, 6, 6, dtype=torch.complex64), "real numbers"),
+    (torch.zeros(1, 1, 6, 6), "batch, height, width"),
+    ([[0.0]], "tensor"),
+])
+def test_bad_masks_are_refused(mask, message):
+    with pytest.raises(LatentLabInputError, match=message):
+        R.cells_from_mask(mask, 6, 6)
+
+
+def test_bool_and_integer_masks_mark_cells():
+    mask = torch.zeros(1, 6, 6, dtype=torch.bool)
+    mask[0, 2, 3] = True
+    assert R.cells_from_mask(mask, 6, 6)[0].nonzero().tolist() == [[2, 3]]
+    assert R.cells_from_mask(mask.to(torch.uint8), 6, 6)[0].nonzero().tolist() == [[2, 3]]
+    pixels = torch.zeros(1, 48, 48, dtype=torch.bool)
+    pixels[0, 17, 25] = True
+    assert R.cells_from_mask(pixels, 6, 6)[0].nonzero().tolist() == [[2, 3]]
+
+
+def test_spot_repair_node_refuses_a_report_cell_outside_the_latent():
+    from latent_lab.nodes.probe import LatentSpotRepair
+    samples = torch.randn(1, 4, 12, 12)
+    latent = {"samples": samples}
+    with pytest.raises(LatentLabInputError, match="Latent Spot Repair.*y=-1"):
+        LatentSpotRepair().run(latent, "harmonic", 3, 8, report=json.dumps(minimal_report([(-1, 4)])))
+    out = LatentSpotRepair().run(latent, "harmonic", 3, 8, report=json.dumps(minimal_report([(11, 4)])))
+    changed = (out["result"][0]["samples"] != samples).any(1)[0]
+    assert changed.nonzero().tolist() == [[11, 4]]
