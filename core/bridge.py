@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from .errors import require
 from .factor_fit import pixels_and_targets, psnr, solve_affine
 from .formats import LatentFormat
+from .validate import excerpt
 
 MAX_PARAMETERS = 1_500_000
 PREVIEW_ERROR = 0.1  # in ComfyUI's [-1, 1] preview units (0.05 on the 0..1 scale); weighs color against spread
@@ -75,25 +76,56 @@ def parameter_count(bridge: nn.Module) -> int:
     return sum(t.numel() for t in bridge.state_dict().values())
 
 
-def build(architecture: dict) -> nn.Module:
-    """A bridge from its architecture description (as saved in a bridge file), checked for sane sizes."""
+ARCHITECTURE_LIMITS = {"in_channels": (1, 64), "out_channels": (1, 64), "width": (1, 512), "blocks": (0, 64)}
+
+
+def architecture_shapes(architecture) -> dict:
+    """{state_dict name: shape} of the bridge an architecture description (as saved in a bridge file) builds,
+    computed from the description alone, with every field checked: nothing is allocated."""
+    require(isinstance(architecture, dict), "The bridge architecture is not a JSON object.",
+            "Re-fit it with Fit Latent Bridge.")
     kind = architecture.get("type")
-    require(kind in ("affine", "conv"), f"Unknown bridge type '{kind}'.", "Re-fit it with Fit Latent Bridge.")
-    sizes = {k: architecture.get(k) for k in ("in_channels", "out_channels")}
-    if kind == "conv":
-        sizes.update(width=architecture.get("width"), blocks=architecture.get("blocks"))
-    limits = {"in_channels": (1, 64), "out_channels": (1, 64), "width": (1, 512), "blocks": (0, 64)}
-    for key, value in sizes.items():
-        low, high = limits[key]
-        require(isinstance(value, int) and low <= value <= high,
-                f"Bridge architecture field '{key}' is {value!r}; expected an integer {low}-{high}.",
+    require(kind in ("affine", "conv"), f"Unknown bridge type {excerpt(kind)}.", "Re-fit it with Fit Latent Bridge.")
+    keys = ("in_channels", "out_channels") + (("width", "blocks") if kind == "conv" else ())
+    for key in keys:
+        value, (low, high) = architecture.get(key), ARCHITECTURE_LIMITS[key]
+        require(isinstance(value, int) and not isinstance(value, bool) and low <= value <= high,
+                f"Bridge architecture field '{key}' is {excerpt(value)}; expected an integer {low}-{high}.",
                 "Re-fit it with Fit Latent Bridge.")
-    bridge = AffineBridge(**sizes) if kind == "affine" else ConvBridge(**sizes)
-    require(parameter_count(bridge) <= MAX_PARAMETERS,
-            f"A {kind} bridge of width {sizes.get('width')} and {sizes.get('blocks')} blocks has "
-            f"{parameter_count(bridge):,} parameters; the limit is {MAX_PARAMETERS:,}.",
+    c_in, c_out = architecture["in_channels"], architecture["out_channels"]
+    affine = {"weight": (c_in, c_out), "bias": (c_out,)}
+    if kind == "affine":
+        return affine
+    width, blocks = architecture["width"], architecture["blocks"]
+    shapes = {f"affine.{k}": v for k, v in affine.items()}
+    shapes.update({"in_mean": (c_in,), "in_std": (c_in,), "out_std": (c_out,),
+                   "head.weight": (width, c_in, 3, 3), "head.bias": (width,),
+                   "tail.weight": (c_out, width, 3, 3), "tail.bias": (c_out,)})
+    for block in range(blocks):
+        for conv in ("conv1", "conv2"):
+            shapes[f"body.{block}.{conv}.weight"] = (width, width, 3, 3)
+            shapes[f"body.{block}.{conv}.bias"] = (width,)
+    return shapes
+
+
+def check_architecture(architecture) -> dict:
+    """architecture_shapes, refused above MAX_PARAMETERS numbers (before anything is built)."""
+    shapes = architecture_shapes(architecture)
+    count = sum(math.prod(shape) for shape in shapes.values())
+    require(count <= MAX_PARAMETERS,
+            f"A {architecture['type']} bridge of width {architecture.get('width')} and {architecture.get('blocks')} "
+            f"blocks has {count:,} parameters; the limit is {MAX_PARAMETERS:,}.",
             "Use fewer blocks or a smaller width.")
-    return bridge
+    return shapes
+
+
+def build(architecture: dict) -> nn.Module:
+    """A bridge from its architecture description (as saved in a bridge file), sizes checked before it is built."""
+    check_architecture(architecture)
+    sizes = {k: architecture[k] for k in ARCHITECTURE_LIMITS if k in architecture}
+    if architecture["type"] == "affine":
+        return AffineBridge(sizes["in_channels"], sizes["out_channels"])
+    return ConvBridge(**sizes)
 
 
 # ---- fitting ---------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from ..adapters.runtime import Progress, check_interrupt, intermediate_device, t
 from ..adapters.ui import preview_images
 from ..core import bridge as bridges
 from ..core import calibration
-from ..core.bridge_files import describe, load_bridge, save_bridge
+from ..core.bridge_files import describe, inspect_bridge, load_bridge, save_bridge
 from ..core.errors import LatentLabInputError, require
 from ..core.formats import FORMAT_CHOICES, FORMATS, LATENT_FORMAT_KEY, resolve_format
 from ..core.validate import check_image, check_latent
@@ -34,6 +34,12 @@ def _load(path: str, mtime: float):
 def load_named(name: str):
     path = folders.resolve("latent_bridges", name, FIT_HINT)
     return _load(path, os.path.getmtime(path))
+
+
+def check_named(name: str) -> None:
+    """The file's header alone (kind, formats, architecture, sizes, tensor shapes): enough for an input check on
+    ComfyUI's event loop, where reading tensors or building the bridge would hold up every other client."""
+    inspect_bridge(folders.resolve("latent_bridges", name, FIT_HINT))
 
 
 class LatentBridge:
@@ -75,7 +81,7 @@ class LatentBridge:
         if method != "fitted":
             return True
         try:
-            load_named(bridge_file if bridge_file != NO_FILE else "")
+            check_named(bridge_file if bridge_file != NO_FILE else "")
         except ValueError as error:
             return str(error)
         return True
@@ -196,7 +202,8 @@ class FitLatentBridge:
                 "Both directions need two different formats.", "Set directions to source_to_target.")
         self._check_vae(source_vae, source_format, "source")
         self._check_vae(target_vae, target_format, "target")
-        require(filename.strip() != "", "No filename was given.", "Type a base name for the bridge files.")
+        require(isinstance(filename, str) and filename.strip() != "", "No filename was given.",
+                "Type a base name for the bridge files.")
         kinds = ["affine"] + (["conv"] if conv_steps > 0 else [])
         paths = {(s, t, k): self._path(filename, s, t, k, overwrite) for s, t, _ in plan for k in kinds}
         groups = self._image_groups(images, calibration_images, calibration_size, seed)

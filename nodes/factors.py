@@ -3,7 +3,7 @@ import os
 from functools import lru_cache
 
 from ..adapters import folders
-from ..core.factor_files import load_factors
+from ..core.factor_files import inspect_factors, load_factors
 from ..core.formats import RgbAffine
 from ..core.errors import require
 from .common import latent_format
@@ -31,7 +31,7 @@ def validate_factors_choice(factors: str):
     if factors in BUILTIN:
         return True
     try:
-        folders.resolve("latent_rgb", factors, FIT_HINT)
+        inspect_factors(folders.resolve("latent_rgb", factors, FIT_HINT))  # the header only: this runs on the event loop
     except ValueError as error:
         return str(error)
     return True

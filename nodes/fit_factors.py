@@ -51,6 +51,7 @@ class FitLatentRGBFactors:
     @node_errors("Fit Latent RGB Factors")
     def fit(self, vae, images, target, format, filename, overwrite):
         images = check_image(images)
+        require(isinstance(filename, str), "The filename is not text.", "Type a file name.")
         path = folders.output_path("latent_rgb", filename.strip())
         require(overwrite or not os.path.exists(path),
                 f"models/latent_rgb/{os.path.basename(path)} already exists.",

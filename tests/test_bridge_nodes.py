@@ -253,3 +253,33 @@ def test_an_interrupted_fit_saves_nothing(models_dir, fake_comfy):
     fake_comfy.update(checks=0, budget=10 ** 9)
     fit_node(a, b, **run)
     assert sum(n.startswith("test_bridge") for n in os.listdir(models_dir / "latent_bridges")) == 4
+
+
+@pytest.mark.parametrize("filename, message", [("b" * 300, "bytes long; file names may have at most 255"),
+                                               ("x" * 230, "bytes long"),  # fits alone, not with the suffix
+                                               ("con.", None), ("aux.v2", None)])
+def test_fit_node_refuses_unusable_names_before_any_work(models_dir, filename, message):
+    a, b, _, _ = affine_pair(seed=4)
+    with pytest.raises(LatentLabInputError, match="Fit Latent Bridge: ") as caught:
+        fit_node(a, b, filename=filename)
+    assert (message or "reserved device name") in str(caught.value) and len(str(caught.value)) < 400
+    assert a.calls == [] and b.calls == []
+    assert not (models_dir / "latent_bridges").exists() or os.listdir(models_dir / "latent_bridges") == []
+
+
+def test_validate_inputs_reads_only_the_header_of_a_bridge_file(models_dir):
+    a, b, _, _ = affine_pair(seed=4)
+    fit_node(a, b, directions="source_to_target", calibration_images=3)
+    path = models_dir / "latent_bridges" / "test_bridge_sdxl_to_sd15_affine.safetensors"
+    data = path.read_bytes()
+    header = 8 + int.from_bytes(data[:8], "little")
+    path.write_bytes(data[:header])  # the tensors are gone: only running the node can tell
+    assert LatentBridge.VALIDATE_INPUTS("fitted", path.name) is True
+    with pytest.raises(LatentLabInputError, match="Latent Bridge: Could not read"):
+        bridge_node({"samples": torch.randn(1, 4, 4, 4)}, method="fitted", bridge_file=path.name)
+    huge = {"type": "conv", "in_channels": 4, "out_channels": 4, "width": 512, "blocks": 64}
+    from safetensors.torch import save_file
+    save_file({"weight": torch.eye(4)}, str(models_dir / "latent_bridges" / "huge.safetensors"),
+              metadata={"latent_lab": "latent_bridge", "source_format": "sdxl", "target_format": "sd15",
+                        "architecture": json.dumps(huge)})
+    assert "the limit is 1,500,000" in LatentBridge.VALIDATE_INPUTS("fitted", "huge.safetensors")

@@ -111,3 +111,49 @@ def test_factor_files_reject_wrong_shapes_and_kinds(tmp_path):
     good = tmp_path / "good.safetensors"
     save_factors(str(good), RgbAffine(torch.ones(4, 3), torch.zeros(3)), {"format": "sd15"})
     assert load_factors(str(good))[1]["format"] == "sd15"
+
+
+class RecordingVAE(doubles.LinearVAE):
+    """The linear VAE double, noting every encode and decode: work that a refused input must not start."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def encode(self, images):
+        self.calls += 1
+        return super().encode(images)
+
+    def decode(self, latents):
+        self.calls += 1
+        return super().decode(latents)
+
+
+@pytest.mark.parametrize("name, message", [("a" * 300, "bytes long; file names may have at most 255"),
+                                           ("con", "reserved device name"), ("LPT3.rgb", "reserved device name")])
+def test_fit_node_refuses_unusable_names_before_any_work(models_dir, name, message):
+    vae = RecordingVAE()
+    with pytest.raises(LatentLabInputError, match=f"Fit Latent RGB Factors: .*{message}") as caught:
+        FitLatentRGBFactors().fit(vae, doubles.varied_images(2), "vae_decode", "sd15", name, False)
+    assert vae.calls == 0 and len(str(caught.value)) < 400
+    assert not (models_dir / "latent_rgb").exists() or os.listdir(models_dir / "latent_rgb") == []
+
+
+def test_factor_files_are_checked_from_their_header(tmp_path):
+    extra = tmp_path / "extra.safetensors"
+    save_file({"weight": torch.zeros(4, 3), "bias": torch.zeros(3), "other": torch.zeros(1)}, str(extra))
+    with pytest.raises(LatentLabInputError, match="does not use: other"):
+        load_factors(str(extra))
+    ints = tmp_path / "ints.safetensors"
+    save_file({"weight": torch.zeros(4, 3, dtype=torch.int64), "bias": torch.zeros(3)}, str(ints))
+    with pytest.raises(LatentLabInputError, match="not floats"):
+        load_factors(str(ints))
+    wide = tmp_path / "wide.safetensors"
+    save_file({"weight": torch.zeros(2000, 3), "bias": torch.zeros(3)}, str(wide))
+    with pytest.raises(LatentLabInputError, match="1 to 1024 channels"):
+        load_factors(str(wide))
+    huge = tmp_path / "huge.safetensors"
+    with open(huge, "wb") as handle:
+        handle.truncate(2 ** 31)  # a sparse 2 GiB file
+    with pytest.raises(LatentLabInputError, match="2048.0 MiB; Latent Lab's RGB factor files are at most"):
+        load_factors(str(huge))
