@@ -5,7 +5,8 @@
 //   type (same grammar as Python: js/lib/sweep_grammar.js, tested against tests/vectors/sweep_grammar.json).
 // - "Open in Latent Explorer" on Save Latent and Load Latent nodes (a button) and on nodes whose LATENT goes to a
 //   Save Latent node (right-click menu); also in the menu Extensions > Latent Lab.
-// Every widget added here has serialize: false, so saved workflows and prompts are exactly as without it.
+// Every widget added here has serialize: false, so saved workflows and prompts are exactly as without it. One
+// code path serves frontends 1.27 to 1.5x, classic and Nodes 2.0: features are detected, versions never read.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { shortList, sweepPreview } from "./lib/sweep_grammar.js";
@@ -14,7 +15,6 @@ const LINE_HEIGHT = 15;
 const MAX_LINES = 24;
 const PADDING = 6;
 const SWEEP_NODE = "LatentLabCFGSweep";
-const PACK_MODULE = decodeURIComponent(new URL(import.meta.url).pathname.split("/").slice(-2, -1)[0] ?? "");
 
 // ------------------------------------------------------------------------------------------------ helpers
 
@@ -63,21 +63,29 @@ function textWidget(name, lines) {
   };
 }
 
-/** Add a widget right after `after` (or before any image preview when `after` is null). */
-function insertWidget(node, widget, after = null) {
+/** Add a widget right after `after`. */
+function insertWidgetAfter(node, widget, after) {
   node.addCustomWidget(widget);
   const added = node.widgets.pop();
-  let index = after ? node.widgets.indexOf(after) + 1 : node.widgets.findIndex((w) => w.name === "$$canvas-image-preview");
-  if (index < 0 && !after) index = node.widgets.length;
-  node.widgets.splice(index, 0, added);
+  node.widgets.splice(node.widgets.indexOf(after) + 1, 0, added);
   return added;
 }
 
-/** Serialized widget values without holes: LiteGraph writes by widget index, but reads back skipping
- * serialize:false widgets, so a non-serialized widget in the middle must be dropped from the list. */
-function compactWidgetValues(node, data) {
-  if (!Array.isArray(data.widgets_values) || !node.widgets) return;
-  data.widgets_values = node.widgets.flatMap((widget, i) => (widget.serialize === false ? [] : [data.widgets_values[i]]));
+/** Frontends that write widget values by widget index (1.27) leave a hole at every serialize: false widget, and
+ * read the list back without those widgets: drop the holes. Newer frontends write a list without holes. */
+function compactWidgetValues(data) {
+  const values = data.widgets_values;
+  if (Array.isArray(values) && Object.keys(values).length < values.length) data.widgets_values = values.filter(() => true);
+}
+
+/** Frontends that also save values by name (1.5x) restore by position; the names are the frontend's own record of
+ * each widget, so restoring from them brings back graphs whose positional list was saved shifted. */
+function restoreNamedValues(node, data) {
+  const named = data?.widgets_values_named;
+  if (!named || typeof named !== "object" || Array.isArray(named)) return;
+  for (const widget of node.widgets ?? []) {
+    if (widget.serialize !== false && Object.hasOwn(named, widget.name)) widget.value = named[widget.name];
+  }
 }
 
 function explorerUrl(file) {
@@ -103,15 +111,33 @@ function textWidth(lines) {
   measurer ??= document.createElement("canvas").getContext("2d");
   measurer.font = "12px monospace";
   const widest = Math.max(0, ...lines.map((line) => measurer.measureText(line).width));
-  return Math.min(Math.max(360, widest + 2 * PADDING + 12), 720);
+  return Math.min(Math.max(360, widest + 2 * PADDING + 24), 720);
+}
+
+/** Node text in a <pre> (a DOM widget): drawn the same in classic mode and under Nodes 2.0, selectable, and it
+ * scrolls instead of cutting a line the node is too narrow for. */
+function addTextBox(node) {
+  const box = document.createElement("pre");
+  box.className = "latentlab-text";
+  Object.assign(box.style, {
+    margin: "0", padding: `${PADDING / 2}px ${PADDING}px`, boxSizing: "border-box", width: "100%", height: "100%",
+    overflow: "auto", whiteSpace: "pre", font: "12px/15px monospace", color: "var(--input-text, #ddd)",
+    background: "var(--comfy-input-bg, #222)", borderRadius: "4px", userSelect: "text",
+  });
+  const height = () => Math.max(1, node.latentLabLines?.length ?? 1) * LINE_HEIGHT + PADDING + 4;
+  const widget = node.addDOMWidget("latentlab_text", "latentlab_text", box,
+    { serialize: false, hideOnZoom: false, getMinHeight: height, getMaxHeight: height, getHeight: height });
+  widget.serialize = false;
+  const index = node.widgets.indexOf(widget);
+  const images = node.widgets.findIndex((w) => w.name === "$$canvas-image-preview");
+  if (images >= 0 && images < index) node.widgets.splice(images, 0, ...node.widgets.splice(index, 1));
+  return widget;
 }
 
 function showText(node, message) {
   node.latentLabLines = textLines(message);
-  let widget = node.widgets?.find((w) => w.name === "latentlab_text");
-  if (!widget) {
-    widget = insertWidget(node, textWidget("latentlab_text", () => node.latentLabLines ?? []));
-  }
+  const widget = node.widgets?.find((w) => w.name === "latentlab_text") ?? addTextBox(node);
+  widget.element.textContent = node.latentLabLines.join("\n");
   const width = Math.max(node.size[0], textWidth(node.latentLabLines));
   node.setSize([width, Math.max(node.size[1], node.computeSize([width, node.size[1]])[1])]);
   node.setDirtyCanvas(true, true);
@@ -158,7 +184,7 @@ function addSweepPreview(node) {
   const lines = () => sweepLines(widgetText(node, cfgWidget), widgetText(node, byName("seeds")), byName("seed")?.value ?? 0,
     byName("max_cells")?.value ?? Infinity);
   node.latentLabSweepLines = lines;
-  insertWidget(node, textWidget("latentlab_sweep_preview", lines), cfgWidget);
+  insertWidgetAfter(node, textWidget("latentlab_sweep_preview", lines), cfgWidget);
   node.setSize([Math.max(node.size[0], 340), node.computeSize()[1]]);
 }
 
@@ -176,16 +202,16 @@ function savedFileOf(node) {
 }
 
 function saveLatentTargets(node) {
-  const found = [];
-  for (const output of node.outputs ?? []) {
-    if (output.type !== "LATENT") continue;
-    for (const linkId of output.links ?? []) {
-      const link = node.graph?.links?.get ? node.graph.links.get(linkId) : node.graph?.links?.[linkId];
-      const target = link && node.graph.getNodeById(link.target_id);
-      if (target?.type === "SaveLatent") found.push(target);
-    }
-  }
-  return found;
+  return (node.outputs ?? []).flatMap((output, slot) =>
+    output.type === "LATENT" ? (node.getOutputNodes(slot) ?? []).filter((target) => target.type === "SaveLatent") : []);
+}
+
+function explorerMenuItems(node) {
+  const latentFiles = node.type === "SaveLatent" || node.type === "LoadLatent";
+  const targets = latentFiles ? [node] : saveLatentTargets(node);
+  if (!targets.length) return [];
+  const file = targets.map(savedFileOf).find(Boolean) ?? null;
+  return [{ content: file ? `Open in Latent Explorer (${file.filename})` : "Open in Latent Explorer", callback: () => openExplorer(file) }];
 }
 
 function addExplorerButton(node) {
@@ -203,16 +229,8 @@ app.registerExtension({
   commands: [{ id: "LatentLab.OpenExplorer", label: "Open Latent Explorer", icon: "pi pi-images", function: () => openExplorer(null) }],
   menuCommands: [{ path: ["Extensions", "Latent Lab"], commands: ["LatentLab.OpenExplorer"] }],
 
-  async setup() {
-    // ComfyUI lists every .json in example_workflows/ as a template, index.json (our titles) included: hide it.
-    const original = api.getWorkflowTemplates?.bind(api);
-    if (original) {
-      api.getWorkflowTemplates = async () => {
-        const templates = await original();
-        if (Array.isArray(templates?.[PACK_MODULE])) templates[PACK_MODULE] = templates[PACK_MODULE].filter((n) => n !== "index");
-        return templates;
-      };
-    }
+  getNodeMenuItems(node) {
+    return explorerMenuItems(node);
   },
 
   async beforeRegisterNodeDef(nodeType, nodeData) {
@@ -224,7 +242,13 @@ app.registerExtension({
       const onSerialize = nodeType.prototype.onSerialize;
       nodeType.prototype.onSerialize = function (data) {
         onSerialize?.apply(this, arguments);
-        compactWidgetValues(this, data);
+        compactWidgetValues(data);
+      };
+      const onConfigure = nodeType.prototype.onConfigure;
+      nodeType.prototype.onConfigure = function (data) {
+        const result = onConfigure?.apply(this, arguments);
+        restoreNamedValues(this, data);
+        return result;
       };
     }
 
@@ -262,15 +286,12 @@ app.registerExtension({
       };
     }
 
-    if (latentFiles || latentOut) {
+    // Frontends with the getNodeMenuItems hook (above) call it for every node; older ones get the menu patched.
+    if ((latentFiles || latentOut) && typeof app.collectNodeMenuItems !== "function") {
       const getExtraMenuOptions = nodeType.prototype.getExtraMenuOptions;
       nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
         const result = getExtraMenuOptions?.apply(this, arguments);
-        const targets = latentFiles ? [this] : saveLatentTargets(this);
-        if (targets.length) {
-          const file = targets.map(savedFileOf).find(Boolean) ?? null;
-          options.push({ content: file ? `Open in Latent Explorer (${file.filename})` : "Open in Latent Explorer", callback: () => openExplorer(file) });
-        }
+        options.push(...explorerMenuItems(this));
         return result;
       };
     }

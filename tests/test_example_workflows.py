@@ -1,8 +1,10 @@
 """Every example workflow loads in ComfyUI: known node types, widget values that fit, consistent links; and the
-gallery around them: an index.json entry (title, description) and a thumbnail .jpg per workflow."""
+gallery around them: a readable file name (the template browser's title), a README gallery row (description)
+and a thumbnail .jpg per workflow."""
 import glob
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -11,8 +13,8 @@ from PIL import Image
 from workflow_builder import CORE, all_specs, problems
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORKFLOWS = sorted(p for p in glob.glob(os.path.join(ROOT, "example_workflows", "*.json"))
-                   if os.path.basename(p) != "index.json")
+WORKFLOWS = sorted(glob.glob(os.path.join(ROOT, "example_workflows", "*.json")))
+INSPECTION = os.path.join(ROOT, "example_workflows", "Inspect a latent (SD1.5).json")
 SPECS = all_specs()
 
 
@@ -41,7 +43,7 @@ def test_workflow_uses_latent_lab(path):
 
 
 def test_problems_catches_broken_workflows():
-    good = json.load(open(os.path.join(ROOT, "example_workflows", "latent_inspection.json")))
+    good = json.load(open(INSPECTION))
     broken = json.loads(json.dumps(good))
     broken["nodes"][0]["type"] = "NoSuchNode"
     broken["links"][0][5] = "IMAGE"
@@ -51,20 +53,15 @@ def test_problems_catches_broken_workflows():
     assert "unknown type NoSuchNode" in found and "type IMAGE" in found and "outside" in found
 
 
-INDEX = os.path.join(ROOT, "example_workflows", "index.json")
-
-
-def index_entries() -> dict:
-    with open(INDEX) as handle:
-        categories = json.load(handle)
-    assert isinstance(categories, list) and categories, "index.json is a list of categories (ComfyUI's core format)"
-    entries = {}
-    for category in categories:
-        assert category.get("title") and isinstance(category.get("templates"), list)
-        for entry in category["templates"]:
-            assert entry["name"] not in entries, f"{entry['name']} listed twice"
-            entries[entry["name"]] = entry
-    return entries
+def gallery_rows() -> dict:
+    """README's "Example workflows" table: title (bold) -> the row's text."""
+    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = readme.split("\n## Example workflows", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        for title in re.findall(r"\*\*([^*]+)\*\*", line) if line.startswith("|") else []:
+            rows[title] = line
+    return rows
 
 
 def structure_problems(workflow: dict) -> list[str]:
@@ -106,7 +103,7 @@ def test_workflow_structure_is_consistent(path):
 
 
 def test_structure_problems_catches_broken_links():
-    good = json.load(open(os.path.join(ROOT, "example_workflows", "latent_inspection.json")))
+    good = json.load(open(INSPECTION))
     broken = json.loads(json.dumps(good))
     broken["links"][0][2] = 99
     broken["nodes"][1]["id"] = broken["nodes"][0]["id"]
@@ -115,24 +112,44 @@ def test_structure_problems_catches_broken_links():
     assert "no output slot 99" in found and "node ids repeat" in found and "missing link 12345" in found
 
 
-def test_every_workflow_has_an_index_entry_and_a_thumbnail():
-    entries = index_entries()
+def test_no_index_json_is_shipped():
+    # No ComfyUI frontend reads one: each lists it as one more template called "index".
+    assert not os.path.exists(os.path.join(ROOT, "example_workflows", "index.json"))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+def test_workflow_name_reads_as_a_title(path):
+    name = os.path.splitext(os.path.basename(path))[0]
+    assert re.fullmatch(r"[A-Z][A-Za-z0-9 .,()-]{8,70}", name), f"{name!r}: the template browser shows it as the title"
+    assert "_" not in name, "the template browser turns _ into spaces in descriptions only: use spaces"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
+def test_workflow_has_a_gallery_row_and_a_thumbnail(path):
+    name = os.path.splitext(os.path.basename(path))[0]
+    row = gallery_rows().get(name)
+    assert row, f"README's Example workflows table has no row for **{name}**"
+    described = row.replace(f"**{name}**", "")
+    assert len(re.sub(r"!\[[^]]*\]\([^)]*\)|<img[^>]*>|[|\s]", "", described)) >= 40, f"{name}: no description"
+    thumbnail = os.path.join(ROOT, "example_workflows", f"{name}.jpg")
+    assert os.path.isfile(thumbnail), f"{name}.jpg missing: run python3 tools/make_thumbnails.py"
+    with Image.open(thumbnail) as image:
+        assert image.format == "JPEG" and image.size[0] >= 256 and image.size[1] >= 192, name
+
+
+def test_thumbnails_belong_to_workflows():
     names = {os.path.splitext(os.path.basename(p))[0] for p in WORKFLOWS}
-    assert set(entries) == names, "index.json and example_workflows/*.json list different workflows"
-    for name, entry in entries.items():
-        assert len(entry.get("title", "")) >= 3 and len(entry.get("description", "")) >= 20, name
-        assert entry.get("mediaType") == "image" and entry.get("mediaSubtype") == "jpg", name
-        thumbnail = os.path.join(ROOT, "example_workflows", f"{name}.jpg")
-        assert os.path.isfile(thumbnail), f"{name}.jpg missing: run python3 tools/make_thumbnails.py"
-        with Image.open(thumbnail) as image:
-            assert image.format == "JPEG" and image.size[0] >= 256 and image.size[1] >= 192, name
+    pictures = {os.path.splitext(os.path.basename(p))[0]
+                for p in glob.glob(os.path.join(ROOT, "example_workflows", "*.jpg"))}
+    assert pictures == names
 
 
 def test_thumbnail_script_renders_every_kind_of_picture():
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import make_thumbnails
-    for name in ("latent_inspection", "color_correction", "cfg_sweep", "latent_bridge", "vae_probe"):
-        image = make_thumbnails.thumbnail(name, name.replace("_", " "))
+    assert make_thumbnails.workflow_names() == sorted(os.path.splitext(os.path.basename(p))[0] for p in WORKFLOWS)
+    for name in make_thumbnails.workflow_names():
+        image = make_thumbnails.thumbnail(name, name)
         assert image.size == make_thumbnails.SIZE
         pixels = image.convert("L").getextrema()
         assert pixels[1] - pixels[0] > 100, name  # a picture, not a blank card

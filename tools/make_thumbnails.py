@@ -2,12 +2,11 @@
 
     python3 tools/make_thumbnails.py
 
-Each workflow in example_workflows/index.json gets <name>.jpg beside it (ComfyUI's template browser shows it):
-its title over a picture in the spirit of the workflow, made with core.preview, core.correct and core.render
+Each workflow example_workflows/<name>.json gets <name>.jpg beside it (ComfyUI's template browser shows it):
+its name (the browser's title) over a picture in the spirit of the workflow, made with core.preview, core.correct_ops and core.render
 on a synthetic SDXL-like latent. No model weights are involved; the pictures show what the nodes draw, not
 what a real model makes.
 """
-import json
 import os
 import sys
 import zlib
@@ -39,7 +38,7 @@ def synthetic(seed: int, channels: int = 4, height: int = 36, width: int = 48):
 
 
 def preview_tile(scaled, fmt, size):
-    from latent_lab.core import correct, preview, render
+    from latent_lab.core import correct_ops as correct, preview, render
     affine = correct.scaled_affine(fmt.rgb_affine("comfyui"), fmt)
     rgb = preview.linear_rgb(scaled, affine)[0].permute(1, 2, 0)
     return render.to_pil(rgb).resize(size, resample=0)
@@ -54,8 +53,9 @@ def map_tiles(scaled, size):
 
 def picture(name: str, seed: int):
     """The body of the thumbnail, chosen by what the workflow's name says it is about."""
+    name = name.lower()
     from PIL import Image
-    from latent_lab.core import correct, formats, render
+    from latent_lab.core import correct_ops as correct, formats, render
     fmt = formats.FORMATS["sdxl"]
     scaled = synthetic(seed)
     width, height = SIZE[0], SIZE[1] - TITLE_BAND
@@ -102,21 +102,23 @@ def thumbnail(name: str, title: str):
     image = Image.new("RGB", SIZE, render.BACKGROUND)
     image.paste(picture(name, zlib.crc32(name.encode()) % 10_000), (0, TITLE_BAND))
     draw = ImageDraw.Draw(image)
-    draw.text((12, 10), title, font=render.font(22), fill=render.TEXT)
-    draw.text((SIZE[0] - 100, 16), "Latent Lab", font=render.font(13), fill=(150, 150, 160))
+    brand = render.font(13)
+    room = SIZE[0] - 36 - draw.textlength("Latent Lab", font=brand)
+    size = next(s for s in range(22, 9, -1) if draw.textlength(title, font=render.font(s)) <= room)
+    draw.text((12, TITLE_BAND // 2), title, font=render.font(size), fill=render.TEXT, anchor="lm")
+    draw.text((SIZE[0] - 12, TITLE_BAND // 2), "Latent Lab", font=brand, fill=(150, 150, 160), anchor="rm")
     return image
 
 
-def entries() -> list:
-    with open(os.path.join(FOLDER, "index.json")) as handle:
-        return [t for category in json.load(handle) for t in category["templates"]]
+def workflow_names() -> list:
+    return sorted(os.path.splitext(n)[0] for n in os.listdir(FOLDER) if n.endswith(".json"))
 
 
 def main() -> None:
     load_pack()
-    for entry in entries():
-        path = os.path.join(FOLDER, entry["name"] + ".jpg")
-        thumbnail(entry["name"], entry["title"]).save(path, quality=88, optimize=True)
+    for name in workflow_names():
+        path = os.path.join(FOLDER, name + ".jpg")
+        thumbnail(name, name).save(path, quality=88, optimize=True)
         print(f"wrote {os.path.relpath(path, ROOT)}")
 
 

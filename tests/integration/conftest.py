@@ -9,6 +9,7 @@ custom_nodes/ holds a link to this repository, so ComfyUI's own custom-node load
 Random-weight models are built once with ComfyUI's classes and cached (LATENT_LAB_IT_CACHE,
 default ~/.cache/latent-lab-it).
 """
+import contextlib
 import json
 import os
 import socket
@@ -167,9 +168,12 @@ def comfy_commit(comfy_path) -> str:
         return os.environ.get("COMFYUI_COMMIT", "unknown")
 
 
-@pytest.fixture(scope="session")
-def comfy_server(comfy_path, tmp_path_factory):
-    base = str(tmp_path_factory.mktemp("comfy_base"))
+FRONTEND_ROOT_VARIABLE = "LATENT_LAB_FRONTEND_ROOT"
+
+
+@contextlib.contextmanager
+def launch_comfyui(comfy_path: str, base: str, extra_args=()):
+    """ComfyUI's own server with --cpu on 127.0.0.1, in base dir `base`, with the pack linked into custom_nodes."""
     for sub in ("custom_nodes", "models", "input", "output", "temp", "user"):
         os.makedirs(os.path.join(base, sub), exist_ok=True)
     os.symlink(ROOT, os.path.join(base, "custom_nodes", PACK_DIR_NAME))
@@ -177,7 +181,7 @@ def comfy_server(comfy_path, tmp_path_factory):
     log_path = os.path.join(base, "server.log")
     command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
                "--base-directory", base, "--disable-auto-launch", "--preview-method", "none",
-               "--database-url", "sqlite:///:memory:"]
+               "--database-url", "sqlite:///:memory:", *extra_args]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("LATENT_LAB_MODELS_DIR", None)
     with open(log_path, "w") as log:
@@ -193,6 +197,21 @@ def comfy_server(comfy_path, tmp_path_factory):
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+def newest_frontend_root() -> str | None:
+    """The static folder of a newer comfyui-frontend-package, from LATENT_LAB_FRONTEND_ROOT (None when unset)."""
+    root = os.environ.get(FRONTEND_ROOT_VARIABLE)
+    if root and not os.path.isfile(os.path.join(root, "index.html")):
+        pytest.fail(f"{FRONTEND_ROOT_VARIABLE}={root} has no index.html: point it at the comfyui_frontend_package/static "
+                    "folder of an unpacked comfyui-frontend-package wheel.")
+    return root
+
+
+@pytest.fixture(scope="session")
+def comfy_server(comfy_path, tmp_path_factory):
+    with launch_comfyui(comfy_path, str(tmp_path_factory.mktemp("comfy_base"))) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
@@ -243,3 +262,26 @@ def inprocess_sd15(comfy_inprocess):
     model, clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
         cached_random_model("sd15_checkpoint", 3), output_vae=True, output_clip=True)
     return model, clip, vae
+
+
+NEWEST_FRONTEND_SKIP = (f"{FRONTEND_ROOT_VARIABLE} is not set: the newest-frontend browser tests need the static folder of "
+                        "an unpacked comfyui-frontend-package wheel (see CONTRIBUTING.md, 'Integration tests').")
+
+
+@pytest.fixture(scope="session")
+def newest_frontend_server(comfy_path, tmp_path_factory):
+    """A second ComfyUI server that serves the frontend in LATENT_LAB_FRONTEND_ROOT (--front-end-root)."""
+    root = newest_frontend_root()
+    if not root:
+        pytest.skip(NEWEST_FRONTEND_SKIP)
+    with launch_comfyui(comfy_path, str(tmp_path_factory.mktemp("comfy_newest_frontend")),
+                        ["--front-end-root", root]) as server:
+        yield server
+
+
+@pytest.fixture(scope="session", params=["bundled", "newest"])
+def ui_server(request):
+    """The server whose frontend a browser test drives: ComfyUI's bundled one, then the newest package."""
+    server = request.getfixturevalue("comfy_server" if request.param == "bundled" else "newest_frontend_server")
+    server.frontend = request.param
+    return server

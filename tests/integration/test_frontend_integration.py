@@ -16,6 +16,7 @@ from safetensors.torch import load
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from browser_support import artifact_path, browser_page, skip_reason  # noqa: E402
+from frontend_support import open_comfyui  # noqa: E402
 from workflow_builder import problems  # noqa: E402
 
 from latent_lab.core import latent_files  # noqa: E402
@@ -32,17 +33,21 @@ def get(server, path: str):
         return error.code, error.headers.get("Content-Type", ""), error.read()
 
 
-@pytest.fixture(scope="module")
-def saved_latent(comfy_server):
-    """A latent saved by ComfyUI's own Save Latent node: (entry as the Explorer lists it, samples)."""
+def save_latent(server) -> dict:
+    """A latent saved by ComfyUI's own Save Latent node on `server`: the entry as the Explorer lists it."""
     prompt = {
         "empty": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 48, "batch_size": 2}},
         "save": {"class_type": "SaveLatent", "inputs": {"samples": ["empty", 0], "filename_prefix": "latentlab_it/explorer"}},
     }
-    outputs = comfy_server.run(prompt, timeout=120)
+    outputs = server.run(prompt, timeout=120)
     saved = outputs["save"]["latents"][0]
     assert saved["type"] == "output" and saved["subfolder"] == "latentlab_it"
     return saved
+
+
+@pytest.fixture(scope="module")
+def saved_latent(comfy_server):
+    return save_latent(comfy_server)
 
 
 def test_explorer_page_and_scripts_are_served(comfy_server):
@@ -111,11 +116,11 @@ def test_workflow_templates_list_our_examples(comfy_server):
                       if n.endswith(".json"))
     assert sorted(ours) == expected
     for name in ours:
-        status, _, body = get(comfy_server, f"/api/workflow_templates/{comfy_server.pack_dir_name}/{name}.json")
+        base = f"/api/workflow_templates/{comfy_server.pack_dir_name}/{urllib.parse.quote(name)}"
+        status, _, body = get(comfy_server, base + ".json")
         assert status == 200 and json.loads(body)
-        if name != "index":
-            status, kind, _ = get(comfy_server, f"/api/workflow_templates/{comfy_server.pack_dir_name}/{name}.jpg")
-            assert status == 200 and "image/jpeg" in kind, name
+        status, kind, _ = get(comfy_server, base + ".jpg")  # ComfyUI 0.3.64 serves thumbnails; 0.38 only .json
+        assert status == 200 and "image/jpeg" in kind, name
 
 
 # ------------------------------------------------------------------------------------------------ in the browser
@@ -124,14 +129,21 @@ needs_browser = pytest.mark.skipif(skip_reason() is not None, reason=skip_reason
 
 
 @pytest.fixture(scope="module")
-def comfy_page(comfy_server):
+def comfy_page(ui_server):
+    """ComfyUI's page on the bundled frontend, then on the newest package (classic mode)."""
     if skip_reason():
         pytest.skip(skip_reason())
     with browser_page(viewport=(1600, 1000)) as (page, console, errors):
-        page.goto(comfy_server.url + "/")
-        page.wait_for_function("window.app?.graph && window.app.extensions?.length > 0 && window.LiteGraph", timeout=120000)
-        page.wait_for_timeout(1500)
+        open_comfyui(page, ui_server, nodes_2=False)
         yield page, console, errors
+
+
+INSPECTION = "Inspect a latent (SD1.5)"
+# A node's right-click entries from extensions: the getNodeMenuItems hook where the frontend has it, else the
+# patched getExtraMenuOptions.
+NODE_MENU = """((node) => { if (typeof window.app.collectNodeMenuItems === 'function')
+    return window.app.collectNodeMenuItems(node).filter(Boolean);
+    const options = []; node.getExtraMenuOptions(window.app.canvas, options); return options.filter(Boolean); })"""
 
 
 def ours(text: str) -> bool:
@@ -140,28 +152,28 @@ def ours(text: str) -> bool:
 
 
 @needs_browser
-def test_extension_loads_without_console_errors(comfy_server, comfy_page):
+def test_extension_loads_without_console_errors(ui_server, comfy_page):
     page, console, errors = comfy_page
     names = page.evaluate("window.app.extensions.map((e) => e.name)")
     assert "LatentLab.Frontend" in names
     assert [e for e in errors if ours(e)] == []
     assert [text for kind, text in console if kind in ("error", "http-error") and ours(text)] == []
-    with open(artifact_path("comfyui_loaded_errors.txt"), "w") as handle:  # everything else, for a person to read
+    with open(artifact_path(f"{ui_server.frontend}_loaded_errors.txt"), "w") as handle:  # everything else, for a person to read
         handle.write("\n".join(f"{kind}: {text}" for kind, text in console if kind in ("error", "http-error", "warning")))
 
 
 @needs_browser
-def test_example_workflow_opens_from_the_templates(comfy_server, comfy_page):
+def test_example_workflow_opens_from_the_templates(ui_server, comfy_page):
     page, _, errors = comfy_page
-    module = comfy_server.pack_dir_name
+    module = ui_server.pack_dir_name
     listed = page.evaluate("async () => (await (await import('/scripts/api.js')).api.getWorkflowTemplates())")
-    assert "index" not in listed[module] and "latent_inspection" in listed[module]
-    workflow = json.loads(get(comfy_server, f"/api/workflow_templates/{module}/latent_inspection.json")[2])
-    opened = _open_from_templates_dialog(page, module, "latent_inspection")
-    with open(artifact_path("comfyui_template_route.txt"), "w") as handle:
+    assert "index" not in listed[module] and INSPECTION in listed[module]
+    workflow = json.loads(get(ui_server, f"/api/workflow_templates/{module}/{urllib.parse.quote(INSPECTION)}.json")[2])
+    opened = _open_from_templates_dialog(page, module, INSPECTION)
+    with open(artifact_path(f"{ui_server.frontend}_template_route.txt"), "w") as handle:
         handle.write("templates dialog\n" if opened else "app.loadGraphData (the dialog could not be driven)\n")
     if not opened:
-        page.evaluate("(workflow) => window.app.loadGraphData(workflow, true, true, 'latent_inspection')", workflow)
+        page.evaluate("(workflow) => window.app.loadGraphData(workflow, true, true, 'inspection')", workflow)
     page.wait_for_timeout(800)
     types = page.evaluate("window.app.graph.nodes.map((n) => n.type)")
     assert sorted(types) == sorted(n["type"] for n in workflow["nodes"])
@@ -171,7 +183,7 @@ def test_example_workflow_opens_from_the_templates(comfy_server, comfy_page):
     by_id = {n["id"]: n for n in saved["nodes"]}
     for node in workflow["nodes"]:
         assert by_id[node["id"]]["widgets_values"] == node["widgets_values"], node["type"]
-    page.screenshot(path=artifact_path("comfyui_template_opened.png"))
+    page.screenshot(path=artifact_path(f"{ui_server.frontend}_template_opened.png"))
     assert [e for e in errors if ours(e)] == []
 
 
@@ -189,7 +201,7 @@ def _open_from_templates_dialog(page, module: str, name: str) -> bool:
 
 
 @needs_browser
-def test_node_text_is_shown_above_the_images_without_overlap(comfy_server, comfy_page):
+def test_node_text_is_shown_above_the_images_without_overlap(ui_server, comfy_page):
     page, _, errors = comfy_page
     page.evaluate("""async () => {
         const graph = window.app.graph;
@@ -221,7 +233,7 @@ def test_node_text_is_shown_above_the_images_without_overlap(comfy_server, comfy
     saved = page.evaluate("window.app.graph.serialize().nodes.find((n) => n.type === 'LatentLabStats').widgets_values")
     assert saved == ["sdxl", "scaled", 3.0, "comfyui"]
     _focus_node(page, "LatentLabStats")
-    page.screenshot(path=artifact_path("comfyui_node_text.png"))
+    page.screenshot(path=artifact_path(f"{ui_server.frontend}_node_text.png"))
     assert [e for e in errors if ours(e)] == []
 
 
@@ -233,9 +245,9 @@ def _focus_node(page, node_type: str) -> None:
 
 
 @needs_browser
-def test_sweep_field_shows_values_and_cell_count(comfy_server, comfy_page):
+def test_sweep_field_shows_values_and_cell_count(ui_server, comfy_page):
     page, _, errors = comfy_page
-    info = comfy_server.object_info()
+    info = ui_server.object_info()
     if "LatentLabCFGSweep" not in info:
         pytest.skip("This Latent Lab has no CFG Sweep Sampler node yet.")
     lines = page.evaluate("""() => {
@@ -266,7 +278,7 @@ def test_sweep_field_shows_values_and_cell_count(comfy_server, comfy_page):
     box.fill("3, 5, 7")
     typed = page.evaluate("window.app.graph.nodes[0].latentLabSweepLines().map((l) => l.text)")
     assert typed[0] == "→ 3 CFG: 3, 5, 7" and typed[1].endswith("= 6 cells")
-    page.screenshot(path=artifact_path("comfyui_sweep_field.png"))
+    page.screenshot(path=artifact_path(f"{ui_server.frontend}_sweep_field.png"))
     box.press("Escape")
     saved = page.evaluate("window.app.graph.serialize()")
     specs = {"LatentLabCFGSweep": info["LatentLabCFGSweep"]}
@@ -278,11 +290,12 @@ def test_sweep_field_shows_values_and_cell_count(comfy_server, comfy_page):
 
 
 @needs_browser
-def test_explorer_lists_the_saved_latent_and_opens_it(comfy_server, comfy_page, saved_latent):
+def test_explorer_lists_the_saved_latent_and_opens_it(ui_server, comfy_page):
     page, _, errors = comfy_page
+    saved_latent = save_latent(ui_server)
     explorer = page.context.new_page()
     try:
-        explorer.goto(comfy_server.url + "/latentlab/")
+        explorer.goto(ui_server.url + "/latentlab/")
         explorer.wait_for_selector("body[data-ready=true]", timeout=30000)
         item = explorer.locator("#file-list li", has_text=saved_latent["filename"])
         assert item.count() == 1
@@ -290,7 +303,7 @@ def test_explorer_lists_the_saved_latent_and_opens_it(comfy_server, comfy_page, 
         explorer.wait_for_function("document.querySelector('#file-info').textContent.includes('2×4×6×8')")
         size = explorer.evaluate("[document.querySelector('#preview').width, document.querySelector('#preview').height]")
         assert size == [8, 6]
-        explorer.screenshot(path=artifact_path("comfyui_explorer.png"), full_page=True)
+        explorer.screenshot(path=artifact_path(f"{ui_server.frontend}_explorer.png"), full_page=True)
     finally:
         explorer.close()
     # the Save Latent node's button opens the Explorer on the file it saved
@@ -304,7 +317,6 @@ def test_explorer_lists_the_saved_latent_and_opens_it(comfy_server, comfy_page, 
     # a node whose LATENT goes to that Save Latent node offers the same in its right-click menu
     entries = page.evaluate("""() => { const graph = window.app.graph; const save = graph.nodes[0];
         const empty = LiteGraph.createNode('EmptyLatentImage'); graph.add(empty); empty.connect(0, save, 0);
-        const options = []; empty.getExtraMenuOptions(window.app.canvas, options);
-        return options.filter(Boolean).map((o) => o.content); }""")
+        return nodeMenu(empty).map((o) => o.content); }""".replace("nodeMenu", NODE_MENU))
     assert f"Open in Latent Explorer ({saved_latent['filename']})" in entries
     assert [e for e in errors if ours(e)] == []
