@@ -27,6 +27,13 @@ def vae_channels(vae) -> int:
     return int(getattr(vae, "latent_channels", 4))
 
 
+def vae_downscale(vae) -> int | None:
+    """Pixels per latent cell along a side (8 for SD-family VAEs); None when the VAE has no whole spatial factor."""
+    ratio = vae.spacial_compression_encode() if hasattr(vae, "spacial_compression_encode") else \
+        getattr(vae, "downscale_ratio", None)
+    return int(ratio) if isinstance(ratio, (int, float)) and float(ratio).is_integer() else None
+
+
 def check_vae_matches(vae, channels: int, what: str = "latent") -> None:
     if vae is None:
         return

@@ -15,7 +15,7 @@ import torch
 
 from ..core.errors import LatentLabInputError, require
 from ..core.probe import ProbeVAE
-from .comfy_objects import vae_channels
+from .comfy_objects import vae_channels, vae_downscale
 from .runtime import comfy, free_memory, intermediate_device, soft_empty_cache
 
 MAP_GRAPH_FACTOR = 4.0  # autograd graph of the SD decoder at 256 px: ~2.5x memory_used_decode measured on CPU
@@ -41,13 +41,8 @@ def check_image_vae(vae) -> None:
     require(getattr(vae, "latent_dim", 2) == 2 and getattr(vae, "output_channels", 3) == 3,
             "This VAE is not a 2-D image VAE (it makes video or audio latents).",
             "Connect an image VAE: SD1.x, SD2.x, SDXL, SD3 or Flux.")
-    require(isinstance(downscale_of(vae), int), "This VAE has no fixed spatial downscale factor.",
+    require(vae_downscale(vae) is not None, "This VAE has no fixed spatial downscale factor.",
             "Connect an image VAE: SD1.x, SD2.x, SDXL, SD3 or Flux.")
-
-
-def downscale_of(vae):
-    ratio = vae.spacial_compression_encode() if hasattr(vae, "spacial_compression_encode") else vae.downscale_ratio
-    return int(ratio) if isinstance(ratio, (int, float)) and float(ratio).is_integer() else None
 
 
 def raw_moments(vae, model, kind: str, pixels: torch.Tensor) -> tuple:
@@ -81,7 +76,7 @@ class ComfyProbeVAE:
         self.vae = vae
         self.model = vae.first_stage_model
         self.kind = vae_kind(self.model)
-        self.downscale = downscale_of(vae)
+        self.downscale = vae_downscale(vae)
         self.channels = vae_channels(vae)
         self.wrapper = _Decoding(self.model)
         self.weights = None
@@ -171,7 +166,8 @@ class ComfyProbeVAE:
         where = str(self.vae.device)
         return ProbeVAE(encode_moments=self.encode_moments, decode=self.decode, downscale=self.downscale,
                         name=f"{type(self.model).__name__} VAE", notes=self.notes(), max_batch=4,
-                        bytes_needed=self.bytes_needed, room=self.room, tick=tick, where=where)
+                        bytes_needed=self.bytes_needed, room=self.room, tick=tick, where=where,
+                        channels=self.channels)
 
 
 def probe_vae(vae, tick=None) -> ProbeVAE:

@@ -101,19 +101,19 @@ def compare(args) -> dict:
     comfy = setup_comfy(args.comfyui, args.cpu)
     load_pack()
     from latent_lab.adapters.vae_probe import probe_vae
-    from latent_lab.core import probe as P
+    from latent_lab.core import probe_far_field as FF
     with torch.inference_mode():
         vae = comfy.sd.VAE(sd=comfy.utils.load_torch_file(args.vae))
         probed = probe_vae(vae)
         pixels = test_image(args.size).movedim(-1, 1)
         mean, _ = probed.encode_moments(pixels)
         start = time.perf_counter()
-        exact = P.far_field_brute(probed.decode, mean, 3, max_batch=4)
+        exact = FF.far_field_brute(probed.decode, mean, 3, max_batch=4)
         brute_seconds = time.perf_counter() - start
         rows = []
         for seed in range(args.seeds):
             start = time.perf_counter()
-            estimate, _ = P.far_field_map(probed.decode, mean, 3, budget=args.map_passes, seed=seed)
+            estimate, _ = FF.far_field_map(probed.decode, mean, 3, budget=args.map_passes, seed=seed)
             rho = float(spearmanr(exact.flatten().numpy(), estimate.flatten().numpy())[0])
             ratio = (estimate / exact).flatten()
             ratio = ratio / ratio.median()

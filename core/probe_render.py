@@ -1,28 +1,16 @@
 """Probe heatmaps: one color per latent cell, flagged cells ringed, a title band and a color bar."""
 import math
 
-import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .render import BACKGROUND, diverging, draw_lines, font, from_pil, text_height
+from .probe_far_field import to_pixels
+from .probe_moments import CellStats
+from .render import BACKGROUND, diverging, draw_lines, font, from_pil, sequential, text_height, to_pil
 
-# Dark to bright (inferno-like): a "black hole" cell reads as black.
-_SEQUENTIAL = torch.tensor([
-    [0.001, 0.000, 0.014], [0.258, 0.039, 0.406], [0.578, 0.148, 0.404],
-    [0.865, 0.317, 0.226], [0.988, 0.645, 0.040], [0.988, 0.998, 0.645],
-])
 UNMEASURED = (0.24, 0.24, 0.26)
 RING = (255, 255, 255)
 RING_EDGE = (0, 0, 0)
-
-
-def sequential(values: torch.Tensor) -> torch.Tensor:
-    """values in [0, 1] (clamped) -> RGB [..., 3]."""
-    position = values.float().clamp(0, 1) * (len(_SEQUENTIAL) - 1)
-    low = position.floor().long().clamp(max=len(_SEQUENTIAL) - 2)
-    frac = (position - low).unsqueeze(-1)
-    return _SEQUENTIAL[low] * (1 - frac) + _SEQUENTIAL[low + 1] * frac
 
 
 def cell_size(height: int, width: int) -> int:
@@ -42,7 +30,7 @@ def color_bar(colormap, width: int, low: float, high: float, labels: tuple, size
     ramp = torch.linspace(low, high, max(width - 8, 2))
     strip = colorize(ramp[None].repeat(10, 1), colormap, low, high)
     bar = Image.new("RGB", (width, 12 + text_height(1, size)), BACKGROUND)
-    bar.paste(Image.fromarray((strip.numpy() * 255).round().astype(np.uint8)), (4, 1))
+    bar.paste(to_pil(strip), (4, 1))
     draw = ImageDraw.Draw(bar)
     left, right = labels
     draw.text((4, 12), left, font=font(size), fill=(235, 235, 235))
@@ -79,7 +67,7 @@ def heatmap(values: torch.Tensor, colormap: str, low: float, high: float, title:
     bar = color_bar(colormap, canvas_w, low, high, bar_labels, size)
     canvas = Image.new("RGB", (canvas_w, band + map_h + 2 * PAD + bar.size[1]), BACKGROUND)
     left = (canvas_w - map_w) // 2
-    canvas.paste(Image.fromarray((tile.numpy() * 255).round().astype(np.uint8)), (left, band + PAD))
+    canvas.paste(to_pil(tile), (left, band + PAD))
     canvas.paste(bar, (0, band + map_h + 2 * PAD))
     draw = ImageDraw.Draw(canvas)
     draw_lines(draw, (3, 2), title, size)
@@ -95,11 +83,11 @@ def placeholder(lines: list, height: int, width: int) -> torch.Tensor:
     return from_pil(canvas)[None]
 
 
-def logvar_map(stats: dict, marks: list, threshold: float) -> torch.Tensor:
-    height, width = stats["magnitude"].shape
-    if "logvar" not in stats:
+def logvar_map(stats: CellStats, marks: list, threshold: float) -> torch.Tensor:
+    height, width = stats.shape
+    if stats.logvar is None:
         return placeholder(["This VAE has no log-variance output.", "Flags use the mean magnitude only."], height, width)
-    values, median, scale = stats["logvar"], stats["logvar_median"], stats["logvar_scale"]
+    values, median, scale = stats.logvar.values, stats.logvar.median, stats.logvar.scale
     low, high = median - 1.5 * threshold * scale, median + 1.5 * threshold * scale
     at = divmod(int(torch.argmin(values)), width)
     title = ["log-variance, channel mean (read before clamp)",
@@ -107,12 +95,12 @@ def logvar_map(stats: dict, marks: list, threshold: float) -> torch.Tensor:
     return heatmap(values, "sequential", low, high, title, (f"{low:.2f}", f"{high:.2f}"), marks)
 
 
-def magnitude_map(stats: dict, marks: list, threshold: float) -> torch.Tensor:
-    z = stats["magnitude_z"]
+def magnitude_map(stats: CellStats, marks: list, threshold: float) -> torch.Tensor:
+    z = stats.magnitude.z
     bound = 1.5 * threshold
     width = z.shape[1]
     at = divmod(int(torch.argmax(z)), width)
-    title = [f"mean magnitude, robust z (median {stats['magnitude_median']:.3g})",
+    title = [f"mean magnitude, robust z (median {stats.magnitude.median:.3g})",
              f"max z {float(z.max()):+.1f} at {at}; flag at z >= {threshold:g}"]
     return heatmap(z, "diverging", -bound, bound, title, (f"z {-bound:+.0f}", f"z {bound:+.0f}"), marks)
 
@@ -132,4 +120,4 @@ def influence_map(ratio: torch.Tensor, section: dict, marks: list) -> torch.Tens
 
 def mask_image(mask: torch.Tensor, downscale: int) -> torch.Tensor:
     """[h, w] bool -> MASK [1, h*d, w*d] float."""
-    return mask.float().repeat_interleave(downscale, 0).repeat_interleave(downscale, 1)[None]
+    return to_pixels(mask.float(), downscale)[None]

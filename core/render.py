@@ -13,6 +13,11 @@ _DIVERGING = np.array([
     [0.958, 0.603, 0.482],
     [0.706, 0.016, 0.150],
 ])
+# Dark to bright (inferno-like): a "black hole" cell reads as black.
+_SEQUENTIAL = np.array([
+    [0.001, 0.000, 0.014], [0.258, 0.039, 0.406], [0.578, 0.148, 0.404],
+    [0.865, 0.317, 0.226], [0.988, 0.645, 0.040], [0.988, 0.998, 0.645],
+])
 
 PALETTE = [
     (230, 230, 230), (230, 80, 80), (90, 200, 90), (90, 140, 240),
@@ -31,13 +36,23 @@ def font(size: int) -> ImageFont.ImageFont:
         return ImageFont.load_default()
 
 
+def _ramp(anchors: np.ndarray, unit: torch.Tensor) -> torch.Tensor:
+    """unit in [0, 1] (clamped) -> RGB in [0, 1], shape [..., 3], interpolated between the anchor rows."""
+    colors = torch.tensor(anchors, dtype=torch.float32, device=unit.device)
+    position = unit.float().clamp(0, 1) * (len(colors) - 1)
+    low = position.floor().long().clamp(max=len(colors) - 2)
+    frac = (position - low).unsqueeze(-1)
+    return colors[low] * (1 - frac) + colors[low + 1] * frac
+
+
 def diverging(values: torch.Tensor) -> torch.Tensor:
     """values in [-1, 1] (clamped) -> RGB in [0, 1], shape [..., 3]."""
-    anchors = torch.tensor(_DIVERGING, dtype=torch.float32, device=values.device)
-    position = (values.float().clamp(-1, 1) + 1) / 2 * (len(anchors) - 1)
-    low = position.floor().long().clamp(max=len(anchors) - 2)
-    frac = (position - low).unsqueeze(-1)
-    return anchors[low] * (1 - frac) + anchors[low + 1] * frac
+    return _ramp(_DIVERGING, (values.float().clamp(-1, 1) + 1) / 2)
+
+
+def sequential(values: torch.Tensor) -> torch.Tensor:
+    """values in [0, 1] (clamped) -> RGB in [0, 1], shape [..., 3]; dark to bright."""
+    return _ramp(_SEQUENTIAL, values)
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

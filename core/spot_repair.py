@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import LatentLabInputError, require
-from .probe import PassCounter, far_field_verify, influence_ratio, sample_baseline
+from .probe_far_field import PassCounter, far_field_verify, influence_ratio, sample_baseline
 from .validate import excerpt
 
 METHODS = ("harmonic", "inverse_distance")

@@ -59,7 +59,7 @@ def small_preview(x0: torch.Tensor, affine: RgbAffine, side: int) -> torch.Tenso
 class Trajectory:
     """Filled by the trajectory MODEL patch while sampling; read by the viewer node afterwards.
 
-    affine maps SCALED latents to RGB (core.correct.scaled_affine), since x0 predictions are scaled.
+    affine maps SCALED latents to RGB (core.correct_ops.scaled_affine), since x0 predictions are scaled.
     """
 
     def __init__(self, affine: RgbAffine, channel_names: tuple, preview_side: int = 64, max_runs: int = 4):

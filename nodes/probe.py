@@ -1,22 +1,26 @@
 """Probe: find latent cells that smuggle global information through a VAE, map their influence, repair them."""
 
-from ..adapters.comfy_objects import check_vae_matches, vae_channels
+from ..adapters.comfy_objects import check_vae_matches
 from ..adapters.runtime import Progress, intermediate_device
 from ..adapters.ui import preview_images
 from ..adapters.vae_probe import probe_vae
 from ..core import probe, probe_render, spot_repair
 from ..core.errors import require
+from ..core.probe_report import REPORT_KEYS
 from .common import CATEGORY, json_text, node_errors, samples_of, ui_result, with_samples
 
 PROBE_CATEGORY = f"{CATEGORY}/Probe"
 MAX_SEED = 2 ** 31 - 1
+MAX_RADIUS = 16
+SD_CELL = 8  # px per latent cell of SD-family VAEs
 
 
-def probe_total(mode: str, verify_decodes: int, map_passes: int, sweep: tuple, image, probed, channels: int) -> int:
-    """Progress units: decoder-equivalent passes, plus one per sweep encode."""
-    cells = (image.shape[1] // probed.downscale) * (image.shape[2] // probed.downscale)
-    passes = {"verify": verify_decodes, "map": probe.map_passes_used(map_passes), "brute": 2 * channels * cells}
-    return int(passes.get(mode, 0)) + len(sweep)  # an unknown mode is refused by the probe itself
+def image_tooltip() -> str:
+    def side(radius):
+        return probe.min_latent_side(radius) * SD_CELL
+    return (f"The image to encode; RGB. Each side needs at least (2 x radius + 2) latent cells: {side(1)}x{side(1)} px "
+            f"at radius 1, {side(3)}x{side(3)} px at radius 3, {side(MAX_RADIUS)}x{side(MAX_RADIUS)} px at radius "
+            f"{MAX_RADIUS} (SD-family VAEs, 8 px per cell). Cropped to a multiple of 8 like VAE Encode.")
 
 
 class VAEAnomalyProbe:
@@ -36,7 +40,7 @@ class VAEAnomalyProbe:
         "Channel-mean log-variance per cell, read before the clamp; dark = low; flagged cells ringed.",
         "Robust z of the mean's magnitude per cell (red = brighter than typical); flagged cells ringed.",
         "Far-field influence / median cell, log scale (red = more global influence); gray = not measured.",
-        "The full report as JSON (keys: version, verdict, image, latent, vae, moments, flags, influence, sweep, notes).",
+        f"The full report as JSON (keys: {', '.join(REPORT_KEYS)}).",
         "One line: what was found, also shown on the node.",
     )
     OUTPUT_NODE = True
@@ -46,36 +50,36 @@ class VAEAnomalyProbe:
         return {
             "required": {
                 "vae": ("VAE", {"tooltip": "The VAE to probe (SD1.x/2.x, SDXL, SD3, Flux, TAESD...)."}),
-                "image": ("IMAGE", {"tooltip": "The image to encode; RGB, at least 64x64 px. Cropped to a multiple of 8 like VAE Encode."}),
+                "image": ("IMAGE", {"tooltip": image_tooltip()}),
                 "mode": (list(probe.MODES), {"default": "verify", "tooltip": "verify: flagged cells vs a random sample of ordinary cells, in at most verify_decodes decodes. map: influence of every cell within map_passes decoder-equivalent passes. brute: exact central differences, 2 x channels x cells decodes (small latents only; the reference)."}),
                 "threshold": ("FLOAT", {"default": 6.0, "min": 2.0, "max": 100.0, "step": 0.5, "tooltip": "Flag a cell when its channel-mean log-variance is this many robust standard deviations (1.4826 x MAD) below the median, or its mean magnitude this many above."}),
-                "radius": ("INT", {"default": 3, "min": 1, "max": 16, "tooltip": "Half-size of the local window, in latent cells: far field = pixels more than this many cells away."}),
+                "radius": ("INT", {"default": 3, "min": 1, "max": MAX_RADIUS, "tooltip": "Half-size of the local window, in latent cells: far field = pixels more than this many cells away."}),
                 "verify_decodes": ("INT", {"default": 8, "min": 3, "max": 64, "tooltip": "verify mode: decodes in all (one base, the rest split between flagged cells and samples of ordinary cells)."}),
                 "map_passes": ("INT", {"default": 24, "min": 3, "max": 2000, "tooltip": "map mode: budget in decoder-equivalent passes (one forward = 1, each vector-Jacobian product = 2)."}),
                 "probe_seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "tooltip": "Seed for the sampled cells, directions and probe signs."}),
-                "sweep_sizes": ("STRING", {"default": "", "tooltip": "Optional resolution sweep: longer-side sizes in px, e.g. '256, 384, 512'. The image is resized and encoded at each; flags per size go to the report (encodes only)."}),
+                "sweep_sizes": ("STRING", {"default": "", "tooltip": "Optional resolution scan: longer-side sizes in px, e.g. '256, 384, 512' (at most 12 sizes, each up to 4096 px). The image is resized and encoded at each; flags per size go to the report's 'resolutions' (encodes only)."}),
                 "image_index": ("INT", {"default": 0, "min": 0, "max": 4095, "tooltip": "Which image of the batch to probe."}),
             },
         }
 
     @node_errors("VAE Anomaly Probe")
     def run(self, vae, image, mode, threshold, radius, verify_decodes, map_passes, probe_seed, sweep_sizes, image_index):
-        sizes = probe.parse_sizes(sweep_sizes)
-        probed = probe_vae(vae)
-        channels = vae_channels(vae)
-        progress = Progress(probe_total(mode, verify_decodes, map_passes, sizes, image, probed, channels))
-        probed.tick = lambda n: progress.update(int(round(n)))
         options = probe.ProbeOptions(mode=mode, threshold=threshold, radius=radius, verify_decodes=verify_decodes,
-                                     map_passes=map_passes, seed=probe_seed, sweep_sizes=sizes, image_index=image_index)
-        result = probe.probe(probed, image, options)
+                                     map_passes=map_passes, seed=probe_seed, scan_sizes=probe.parse_scan_sizes(sweep_sizes),
+                                     image_index=image_index)
+        probed = probe_vae(vae)
+        plan = probe.plan_probe(probed, image, options)
+        progress = Progress(probe.progress_units(plan, probed.channels))
+        probed.tick = lambda n: progress.update(int(round(n)))
+        result = probe.run_probe(probed, plan)
         report = result.report
-        marks = probe.ranked_cells(result.flag_mask, probe.severity(result.stats))
+        marks = result.flags.ranked
         maps = (probe_render.logvar_map(result.stats, marks, threshold),
                 probe_render.magnitude_map(result.stats, marks, threshold),
                 probe_render.influence_map(result.ratio, report["influence"], marks))
         device = intermediate_device()
         latent = {"samples": result.mean.detach().float().to(device)}
-        mask = probe_render.mask_image(result.flag_mask, report["latent"]["downscale"]).to(device)
+        mask = probe_render.mask_image(result.flags.mask, report["latent"]["downscale"]).to(device)
         text = "\n".join([report["verdict"], summary_line(report)] + report["notes"])
         shown = [entry for m in maps for entry in preview_images(m, "latentlab_probe")]
         report_text = json_text(report)
@@ -89,8 +93,8 @@ def summary_line(report: dict) -> str:
     section = report["influence"]
     line = (f"{section['mode']} mode: {section['decoder_equivalent_passes']:g} decoder-equivalent passes, "
             f"{section['wall_seconds']:.1f} s; latent {report['latent']['shape'][1]}x{report['latent']['shape'][2]}")
-    for row in report["sweep"]:
-        line += f"\nsweep {row['size'][1]}x{row['size'][0]}: {row['flag_count']} flagged"
+    for row in report["resolutions"]:
+        line += f"\nresolution {row['size'][1]}x{row['size'][0]}: {row['flag_count']} flagged"
     return line
 
 
@@ -141,7 +145,7 @@ class LatentSpotRepair:
             check_vae_matches(vae, channels)
             progress = Progress(2 * verify_decodes)
             probed = probe_vae(vae, tick=lambda n: progress.update(int(round(n))))
-            probe.check_fits(probed, height * probed.downscale, width * probed.downscale, "verify")
+            probe.check_fits(probed, [probe.MemoryNeed(height * probed.downscale, width * probed.downscale, "verify")])
             item_cells = cells[:1]
             if item_cells.any():
                 result["reprobe"] = spot_repair.reprobe(probed.decode, samples, repaired, item_cells, radius,

@@ -14,6 +14,7 @@ ComfyVAE wraps the model with the attributes and methods of ComfyUI's comfy.sd.V
 import copy
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -176,6 +177,13 @@ class ComfyVAE:
         return self.process_output(self.first_stage_model.decode(latent)).movedim(1, -1)
 
 
+def images_over_sizes(count: int, seed: int):
+    """`count` single random images, cycling through a few sizes (square, portrait, landscape, odd)."""
+    sizes = [(64, 64), (96, 128), (128, 96), (80, 112), (128, 128)]
+    for i in range(count):
+        yield random_images(1, sizes[i % len(sizes)], seed=seed + i)
+
+
 def random_images(count: int, size=64, seed: int = 0) -> torch.Tensor:
     """IMAGE [count, H, W, 3]: smooth color fields with a few soft blobs and some noise."""
     height, width = (size, size) if isinstance(size, int) else size
@@ -192,3 +200,14 @@ def random_images(count: int, size=64, seed: int = 0) -> torch.Tensor:
         field = field + 0.04 * torch.randn(3, height, width, generator=generator)
         images.append(field.clamp(0, 1))
     return torch.stack(images).movedim(1, -1).contiguous()
+
+
+@pytest.fixture(scope="module")
+def flawed():
+    """The flawed synthetic VAE model, one per test module (import the fixture by name)."""
+    return AutoencoderKL(flawed=True, seed=1)
+
+
+@pytest.fixture(scope="module")
+def healthy():
+    return AutoencoderKL(flawed=False, seed=1)

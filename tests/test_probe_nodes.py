@@ -7,6 +7,7 @@ import torch
 import probe_doubles as D
 from latent_lab.adapters.vae_probe import ComfyProbeVAE
 from latent_lab.core import probe as P
+from latent_lab.core import probe_report as R
 from latent_lab.core.errors import LatentLabInputError
 from latent_lab.nodes.probe import LatentSpotRepair, VAEAnomalyProbe
 
@@ -29,7 +30,7 @@ def test_probe_node_outputs(mode, vae):
     out = run_probe(vae, image, mode=mode, sweep_sizes="64, 128")
     latent, mask, logvar_map, magnitude_map, influence_map, report_text, verdict = out["result"]
     report = json.loads(report_text)
-    assert set(report) == set(P.REPORT_KEYS)
+    assert set(report) == set(R.REPORT_KEYS)
     y, x = vae.first_stage_model.planted_cell(image.movedim(-1, 1))
     assert report["flags"]["cells"][0]["y"] == y and report["flags"]["cells"][0]["x"] == x
     assert latent["samples"].shape == (1, 4, 12, 13)
@@ -40,7 +41,7 @@ def test_probe_node_outputs(mode, vae):
         assert 0 <= float(picture.min()) and float(picture.max()) <= 1
     assert verdict == report["verdict"] and out["ui"]["text"][0].startswith(verdict)
     assert json.loads(out["ui"]["report"][0]) == report
-    assert f"{mode} mode" in out["ui"]["text"][0] and "sweep 128x112: 1 flagged" in out["ui"]["text"][0]
+    assert f"{mode} mode" in out["ui"]["text"][0] and "resolution 128x112: 1 flagged" in out["ui"]["text"][0]
 
 
 def test_report_is_plain_json_even_where_a_figure_could_not_be_measured(vae):
@@ -54,13 +55,12 @@ def test_report_is_plain_json_even_where_a_figure_could_not_be_measured(vae):
 @pytest.mark.parametrize("mode, map_passes", [("verify", 24), ("map", 24), ("map", 13)])
 def test_progress_units_add_up_to_the_announced_total(mode, map_passes, vae):
     from latent_lab.adapters.vae_probe import probe_vae
-    from latent_lab.nodes.probe import probe_total
     image = D.random_images(1, 96, seed=3)
     ticks = []
     probed = probe_vae(vae, tick=ticks.append)
-    sizes = (64, 128)
-    P.probe(probed, image, P.ProbeOptions(mode=mode, map_passes=map_passes, sweep_sizes=sizes))
-    assert sum(ticks) == probe_total(mode, 8, map_passes, sizes, image, probed, 4)
+    plan = P.plan_probe(probed, image, P.ProbeOptions(mode=mode, map_passes=map_passes, scan_sizes=(64, 128)))
+    P.run_probe(probed, plan)
+    assert sum(ticks) == P.progress_units(plan, probed.channels)
 
 
 def test_adapter_reads_logvar_before_comfyuis_clamp(vae):
@@ -171,3 +171,30 @@ def test_repair_node_bad_inputs(vae):
         LatentSpotRepair().run(latent, "harmonic", 3, 8, mask=mask, vae=other)
     with pytest.raises(LatentLabInputError, match="Latent Spot Repair: The report is not"):
         LatentSpotRepair().run(latent, "harmonic", 3, 8, report="not json")
+
+
+def test_image_tooltip_states_the_minimum_size_for_every_radius(vae):
+    """The tooltip's sizes are what the probe enforces, at every radius the widget offers."""
+    import re
+    inputs = VAEAnomalyProbe.INPUT_TYPES()["required"]
+    tooltip = inputs["image"][1]["tooltip"]
+    low, high = inputs["radius"][1]["min"], inputs["radius"][1]["max"]
+    stated = {int(r): int(px) for px, px2, r in re.findall(r"(\d+)x(\d+) px at radius (\d+)", tooltip) if px == px2}
+    assert {low, 3, high} <= set(stated) and "(2 x radius + 2) latent cells" in tooltip
+    for radius in range(low, high + 1):
+        side = (2 * radius + 2) * 8
+        assert P.min_latent_side(radius) * 8 == side
+        if radius in stated:
+            assert stated[radius] == side
+    for radius, side in stated.items():
+        with pytest.raises(LatentLabInputError, match=f"needs at least {side}x{side} px"):
+            run_probe(vae, D.random_images(1, side - 8, seed=1), radius=radius)
+        P.plan_probe(ComfyProbeVAE(vae).probe_vae(), D.random_images(1, side, seed=1), P.ProbeOptions(radius=radius))
+
+
+def test_probe_node_refuses_bad_scan_sizes_and_empty_batches_before_any_work(vae):
+    with pytest.raises(LatentLabInputError, match="VAE Anomaly Probe: Resolution-scan size 100000 px"):
+        run_probe(vae, D.random_images(1, 96, seed=1), sweep_sizes="256, 100000")
+    with pytest.raises(LatentLabInputError, match="VAE Anomaly Probe: The IMAGE batch is empty") as refused:
+        run_probe(vae, torch.zeros(0, 96, 96, 3))
+    assert "Connect an IMAGE" in str(refused.value)

@@ -8,7 +8,7 @@ import torch
 
 import correct_doubles as comfy
 from latent_lab.adapters import correction_patch as patch
-from latent_lab.core import correct, trajectory
+from latent_lab.core import trajectory
 from latent_lab.core.errors import LatentLabInputError
 from latent_lab.nodes.common import LatentLabError
 from latent_lab.core.formats import SDXL
@@ -18,7 +18,7 @@ STEPS = 6
 
 
 def recorder(side=8):
-    return trajectory.Trajectory(correct.scaled_affine(SDXL.rgb_affine(), SDXL), SDXL.channel_names, side)
+    return trajectory.Trajectory(SDXL.rgb_affine(), SDXL.channel_names, side)
 
 
 class BlowUp:

@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from latent_lab.core import probe as P
+from latent_lab.core import probe_report as R
 
 PROBE_DEFAULTS = {"mode": "verify", "threshold": 6.0, "radius": 3, "verify_decodes": 8, "map_passes": 24,
                   "probe_seed": 0, "sweep_sizes": "", "image_index": 0}
@@ -47,8 +48,8 @@ def probe_prompt(vae_name: str, image_name: str, **options) -> dict:
 
 
 def check_report(report: dict, size: int, mode: str) -> None:
-    assert set(report) == set(P.REPORT_KEYS)
-    assert report["version"] == P.REPORT_VERSION
+    assert set(report) == set(R.REPORT_KEYS)
+    assert report["version"] == R.REPORT_VERSION
     assert report["image"]["probed_size"] == [size, size]
     assert report["latent"] == {"shape": [4, size // 8, size // 8], "downscale": 8}
     assert report["vae"]["has_logvar"] is True
@@ -74,7 +75,7 @@ def test_probe_256_verify_and_map_through_a_prompt(comfy_server, random_sd_vae):
         assert f"{mode} mode:" in text
         assert len(outputs[node]["images"]) == 3
     history_text = outputs["probe"]["text"][0]
-    assert "sweep 128x128" in history_text and "sweep 192x192" in history_text
+    assert "resolution 128x128" in history_text and "resolution 192x192" in history_text
     assert len(outputs["save"]["images"]) == 1
 
 

@@ -6,48 +6,33 @@ after the model it patched is cloned again downstream (by Latent Correction, a s
 In this process: a small random-weight SD1.5-type UNet; over HTTP: the random SD1.5 checkpoint at 64 px, 2 steps,
 wired like the shipped trajectory template (recorder -> Latent Correction -> recorder -> KSampler).
 """
-import pytest
 import torch
 
-from latent_lab.adapters.correction_patch import correction_model, trajectory_model
-from latent_lab.core import correct, trajectory
-from latent_lab.core.formats import SD15
-from random_models import small_sd15_model
+from latent_lab.nodes.correct import LatentCorrection, LatentTrajectory, LatentTrajectoryRecorder
+from random_models import SMALL_SD15_UNET, small_sd15_model
 
-SMALL_SD15_UNET = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-    "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 32,
-    "num_res_blocks": [1, 1], "transformer_depth": [1, 1], "channel_mult": [1, 2], "transformer_depth_middle": 1,
-    "use_linear_in_transformer": False, "context_dim": 768, "transformer_depth_output": [1, 1, 1, 1],
-    "use_temporal_attention": False, "use_temporal_resblock": False,
-}
 STEPS = 3
-
-
-@pytest.fixture(scope="module")
-def small_unet(comfy_inprocess):
-    return small_sd15_model(SMALL_SD15_UNET)
 
 
 def conditioning(seed: int):
     return [[torch.randn(1, 77, 768, generator=torch.Generator().manual_seed(seed)), {}]]
 
 
-def new_record():
-    return trajectory.Trajectory(correct.scaled_affine(SD15.rgb_affine(), SD15), SD15.channel_names, 16)
-
-
-def test_two_recorders_around_a_correction_both_record_every_call(small_unet):
+def test_two_recorders_around_a_correction_both_record_every_call(comfy_inprocess):
+    """The template's wiring through the nodes themselves, sampled by comfy.sample with a small random UNet."""
     import comfy.sample
-    before, after = new_record(), new_record()
-    steps = correct.compile_schedule(correct.parse_schedule("center 0-100 channels=all global=1"), SD15)
-    model = trajectory_model(correction_model(trajectory_model(small_unet, before), steps, 1.0), after)
+    model, before = LatentTrajectoryRecorder().record(small_sd15_model(SMALL_SD15_UNET), 16, "run", "sd15")
+    model = LatentCorrection().patch(model, "custom", 1.0, "run", "center 0-100 channels=all global=1",
+                                     "sd15")["result"][0]
+    model, after = LatentTrajectoryRecorder().record(model, 16, "run", "sd15")
     noise = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
     out = comfy.sample.sample(model, noise, STEPS, 4.0, "euler", "normal", conditioning(1), conditioning(2),
                               torch.zeros_like(noise), disable_pbar=True, seed=7)
     for record in (before, after):
         run, matched = record.find_run(out)
         assert matched and len(run.frames) == STEPS
+        text = LatentTrajectory().view(record, {"samples": out}, 8, 64, 4.0)["ui"]["text"][0]
+        assert text.startswith(f"{STEPS} model calls over {STEPS} steps")
     # the second recorder sees the corrected predictions, the first the uncorrected ones
     first_means = before.runs[-1].frames[-1].stats[0, :, 0]
     second_means = after.runs[-1].frames[-1].stats[0, :, 0]
@@ -72,11 +57,10 @@ def test_the_trajectory_template_wiring_over_http(comfy_server, random_sd15_chec
         "ks": {"class_type": "KSampler", "inputs": {
             "model": ["after", 0], "seed": 42, "steps": 2, "cfg": 9.0, "sampler_name": "euler", "scheduler": "normal",
             "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["empty", 0], "denoise": 1.0}},
-        "view_before": {"class_type": "LatentLabTrajectory", "inputs": {
-            "trajectory": ["before", 1], "latent": ["ks", 0], "frames": 8, "tile_width": 128, "boundary": 4.0}},
-        "view_after": {"class_type": "LatentLabTrajectory", "inputs": {
-            "trajectory": ["after", 1], "latent": ["ks", 0], "frames": 8, "tile_width": 128, "boundary": 4.0}},
     }
+    for recorder in ("before", "after"):
+        prompt[f"view_{recorder}"] = {"class_type": "LatentLabTrajectory", "inputs": dict(
+            trajectory=[recorder, 1], latent=["ks", 0], frames=8, tile_width=128, boundary=4.0)}
     outputs = comfy_server.run(prompt, timeout=900)
     for node in ("view_before", "view_after"):
         text = outputs[node]["text"][0]
