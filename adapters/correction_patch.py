@@ -7,7 +7,9 @@ slot free.
 """
 import torch
 
-from ..core.correct import apply_schedule, model_progress, run_progress
+from ..core.correct_ops import FloatRangeError
+from ..core.correct_schedule import apply_schedule
+from ..core.sampling_progress import model_progress, run_progress
 from ..core.trajectory import Trajectory
 from ..core.validate import all_finite
 from .runtime import comfy
@@ -38,7 +40,6 @@ class ProgressClock:
         self._model_cache = {}
         self._run = (None, [])  # the last run's sigmas tensor and their values on the host
 
-
     def percents(self, args) -> tuple:
         sigmas = _sigmas_of(args)
         run_sigmas = args.get("model_options", {}).get("transformer_options", {}).get("sample_sigmas")
@@ -58,7 +59,7 @@ class ProgressClock:
 
 
 class CorrectionPatch:
-    """post-CFG function: runs a compiled schedule (core.correct.compile_schedule) on each call's x0."""
+    """post-CFG function: runs a compiled schedule (core.correct_schedule.compile_schedule) on each call's x0."""
 
     def __init__(self, steps: tuple, strength: float = 1.0, timeline: str = "run"):
         self.steps = steps
@@ -73,10 +74,14 @@ class CorrectionPatch:
         _, percents = self.clock.percents(args)
         if not any(step.op.active(p) for step in self.steps for p in percents):
             return denoised
-        # A NaN would spread through every mean; leave a broken prediction as it is.
+        # A NaN would spread through every mean: a broken prediction passes as it is, and so does one the
+        # corrections would carry past the float range (values near ±3e38), rather than stopping the run.
         if not all_finite(denoised):
             return denoised
-        return apply_schedule(denoised, self.steps, percents, self.strength)
+        try:
+            return apply_schedule(denoised, self.steps, percents, self.strength)
+        except FloatRangeError:
+            return denoised
 
 
 def correction_model(model, steps: tuple, strength: float = 1.0, timeline: str = "run"):

@@ -28,8 +28,10 @@ def channel_label(name: str, channel: torch.Tensor, bound: float) -> list:
 
 
 def channel_maps(values: torch.Tensor, names: list, scale_mode: str = "shared", tile_scale: int = 4) -> torch.Tensor:
-    """[B, C, H, W] (already in display units) -> IMAGE [B, H', W', 3], one grid of tiles per item."""
-    values = values.float().cpu()
+    """[B, C, H, W] (already in display units) -> IMAGE [B, H', W', 3], one grid of tiles per item.
+
+    In float64, where the statistics of any finite float32 values stay finite."""
+    values = values.detach().cpu().double()
     ranges = symmetric_ranges(values, scale_mode)
     tile_w = values.shape[3] * tile_scale
     text_size = max(9, min(16, tile_w // 14))

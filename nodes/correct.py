@@ -1,10 +1,11 @@
 """Correct: center, soft-clamp, maximize and color-balance latents, on LATENTs and during sampling."""
-import numpy as np
 
 from ..adapters.comfy_objects import model_format_hint, model_latent_channels
 from ..adapters.correction_patch import TIMELINES, correction_model, trajectory_model
 from ..adapters.ui import preview_images
-from ..core import correct
+from ..core import correct_ops as ops
+from ..core import correct_schedule as schedules
+from ..core.channels import chosen_channels, parse_channels
 from ..core.errors import LatentLabInputError, require
 from ..core.formats import resolve_format
 from ..core.trajectory import Trajectory, filmstrip, plots, recorded_run, summary, summary_text
@@ -19,7 +20,7 @@ LATENT_OUT = "The corrected latent (raw values, like any LATENT), tagged with it
 
 
 def channels_input(operation: str, what: str) -> tuple:
-    defaults = correct.FORMAT_DEFAULTS
+    defaults = ops.FORMAT_DEFAULTS
     return ("STRING", {
         "default": "auto",
         "tooltip": f"Channels to {what}. auto: SDXL {defaults['sdxl']['channels'][operation]}, "
@@ -35,7 +36,7 @@ def strength_input(what: str) -> tuple:
 
 
 def _latent_and_format(latent, format_choice, model):
-    # NaN and inf are caught by each operation's own first reduction (reject_nonfinite), not a separate scan.
+    # NaN and inf are caught by each operation's check of its own result, not by a separate scan.
     samples = samples_of(latent, finite=False)
     return samples, latent_format(latent, format_choice, model)
 
@@ -66,8 +67,8 @@ class LatentCenter:
     @node_errors("Latent Center")
     def center(self, latent, format, channels, channel_strength, global_strength, model=None):
         samples, fmt = _latent_and_format(latent, format, model)
-        strengths = correct.parse_channels(channels, samples.shape[1], fmt, "center", channel_strength)
-        out = correct.center(samples, strengths, global_strength, fmt.scale, fmt.shift, reject_nonfinite=True)
+        strengths = parse_channels(channels, samples.shape[1], fmt, "center", channel_strength)
+        out = ops.center(samples, strengths, global_strength, fmt.shift)
         return (with_samples(latent, out, fmt),)
 
 
@@ -91,7 +92,7 @@ class LatentSoftClamp:
                                         "tooltip": "Values with |x| up to this are left alone." + SCALED}),
                 "boundary": ("FLOAT", {"default": 4.0, "min": 0.01, "max": 100.0, "step": 0.05,
                                        "tooltip": "No corrected value goes beyond ±boundary; must exceed the threshold." + SCALED}),
-                "mode": (list(correct.CLAMP_MODES), {"default": "pixel",
+                "mode": (list(ops.CLAMP_MODES), {"default": "pixel",
                          "tooltip": "pixel (the blog's): a value's range runs up to the largest value across channels at "
                                     "its pixel. channel: up to the largest value of its channel in the item."}),
                 "strength": strength_input("soft clamp"),
@@ -102,8 +103,7 @@ class LatentSoftClamp:
     @node_errors("Latent Soft Clamp")
     def clamp(self, latent, format, threshold, boundary, mode, strength, model=None):
         samples, fmt = _latent_and_format(latent, format, model)
-        out = correct.soft_clamp(samples, threshold, boundary, mode, strength=strength, scale=fmt.scale,
-                                 shift=fmt.shift, reject_nonfinite=True)
+        out = ops.soft_clamp(samples, threshold, boundary, mode, strength=strength, scale=fmt.scale, shift=fmt.shift)
         return (with_samples(latent, out, fmt),)
 
 
@@ -134,17 +134,15 @@ class LatentMaximize:
     @node_errors("Latent Maximize")
     def maximize(self, latent, format, channels, boundary, strength, model=None):
         samples, fmt = _latent_and_format(latent, format, model)
-        chosen = correct.selected(correct.parse_channels(channels, samples.shape[1], fmt, "maximize"))
-        require(chosen, "No channels chosen.", "Choose at least one channel, or 'auto'.")
-        out = correct.maximize(samples, boundary, chosen, strength, fmt.scale, fmt.shift, reject_nonfinite=True)
+        chosen = chosen_channels(channels, samples.shape[1], fmt, "maximize")
+        out = ops.maximize(samples, boundary, chosen, strength, fmt.scale, fmt.shift)
         return (with_samples(latent, out, fmt),)
 
 
 def _hex_colors(rgb) -> list[str]:
-    """'#rrggbb' for each row of a [N, 3] array of colors in 0..1 (clamped)."""
-    codes = np.rint(np.fmin(np.fmax(rgb, 0.0), 1.0) * 255).astype(int).tolist()  # fmax and fmin skip NaN
-    finite = np.isfinite(rgb).all(axis=1).tolist()  # float overflow of absurdly large latents
-    return ["#%02x%02x%02x" % tuple(code) if ok else "(not finite)" for code, ok in zip(codes, finite)]
+    """'#rrggbb' for each row of a [N, 3] tensor of colors in 0..1 (clamped)."""
+    codes = (rgb.clamp(0, 1) * 255).round().int().tolist()
+    return ["#%02x%02x%02x" % tuple(code) for code in codes]
 
 
 class LatentColorBalance:
@@ -182,13 +180,12 @@ class LatentColorBalance:
     @node_errors("Latent Color Balance")
     def balance(self, latent, format, factors, target, channels, strength, model=None):
         samples = samples_of(latent, finite=False)
-        goal = correct.parse_color(target)
+        goal = ops.parse_color(target)
         affine = rgb_affine(latent, factors, format, model)
         fmt = self._format(latent, format, model, channels)
-        chosen = correct.selected(correct.parse_channels(channels, samples.shape[1], fmt, "color_balance"))
-        require(chosen, "No channels chosen.", "Choose at least one channel, or 'auto'.")
+        chosen = chosen_channels(channels, samples.shape[1], fmt, "color_balance")
         # Offsets commute with the units: raw values with raw-input factors give the scaled result exactly.
-        result = correct.balance(samples, affine, goal, chosen, strength, reject_nonfinite=True)
+        result = ops.balance(samples, affine, goal, chosen, strength)
         text = "\n".join(f"item {i}: mean color {b} -> {a}"
                           for i, (b, a) in enumerate(zip(_hex_colors(result.before), _hex_colors(result.after))))
         return ui_result((with_samples(latent, result.latent, fmt),), text=text)
@@ -207,7 +204,7 @@ def _model_format(model, format_choice):
     return resolve_format(format_choice, model_latent_channels(model), model_format_hint(model))
 
 
-PRESET_CHOICES = tuple(correct.PRESETS) + ("custom",)
+PRESET_CHOICES = tuple(schedules.PRESETS) + ("custom",)
 
 
 class LatentCorrection:
@@ -239,7 +236,7 @@ class LatentCorrection:
                                         "and KSamplerAdvanced ranges run 0-100% themselves). model: the model's whole "
                                         "noise range, as ControlNet start/end percent (a split base/refiner run shares "
                                         "one timeline; an img2img run starts part-way)."}),
-                "schedule": ("STRING", {"multiline": True, "default": correct.schedule_text(correct.blog_schedule()),
+                "schedule": ("STRING", {"multiline": True, "default": schedules.schedule_text(schedules.blog_schedule()),
                              "tooltip": "Used when preset is custom. One operation per line: name start-end% then "
                                         "key=value options. Names: soft_clamp (threshold, boundary, mode pixel|channel, "
                                         "relative yes|no), center (channels, channel, global), maximize (channels, "
@@ -254,10 +251,10 @@ class LatentCorrection:
         fmt = _model_format(model, format)
         require(preset in PRESET_CHOICES, f"Unknown preset '{preset}'.", f"Use one of: {', '.join(PRESET_CHOICES)}.")
         require(timeline in TIMELINES, f"Unknown timeline '{timeline}'.", f"Use one of: {', '.join(TIMELINES)}.")
-        correct.check_strength(strength)
-        operations = correct.parse_schedule(schedule) if preset == "custom" else correct.PRESETS[preset]()
-        steps = correct.compile_schedule(operations, fmt)
-        text = f"{fmt.label} · strength {strength:g} · timeline {timeline}\n" + correct.schedule_text(operations)
+        ops.check_strength(strength)
+        operations = schedules.parse_schedule(schedule) if preset == "custom" else schedules.PRESETS[preset]()
+        steps = schedules.compile_schedule(operations, fmt)
+        text = f"{fmt.label} · strength {strength:g} · timeline {timeline}\n" + schedules.schedule_text(operations)
         return ui_result((correction_model(model, steps, strength, timeline),), text=text)
 
 
@@ -287,7 +284,7 @@ class LatentTrajectoryRecorder:
     @node_errors("Latent Trajectory Recorder")
     def record(self, model, preview_side, timeline, format):
         fmt = _model_format(model, format)
-        record = Trajectory(correct.scaled_affine(fmt.rgb_affine(), fmt), fmt.channel_names, preview_side)
+        record = Trajectory(ops.scaled_affine(fmt.rgb_affine(), fmt), fmt.channel_names, preview_side)
         return (trajectory_model(model, record, timeline), record)
 
 

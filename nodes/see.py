@@ -1,15 +1,10 @@
 """See: previews, channel maps and statistics of any LATENT."""
-import json
-
-import numpy as np
-import torch
-
 from ..adapters.ui import preview_images
-from ..core import channel_maps, preview, render, stats
+from ..core import channel_maps, preview, stats
 from ..core.errors import LatentLabInputError
 from ..core.formats import LatentFormat
-from .common import (CATEGORY, LATENT_INPUT, MODEL_HINT, format_input, in_units, latent_format, node_errors,
-                     samples_of, ui_result, units_input)
+from .common import (CATEGORY, LATENT_INPUT, MODEL_HINT, format_input, in_units, json_text, latent_format,
+                     node_errors, samples_of, ui_result, units_input)
 from .factors import factors_input, rgb_affine, validate_factors_choice
 
 
@@ -89,70 +84,9 @@ class LatentChannelMaps:
     def maps(self, latent, format, units, scale, tile_scale, model=None):
         samples = samples_of(latent)
         fmt = _optional_format(latent, format, model, units)
-        values = in_units(samples, units, fmt)
+        values = in_units(samples.double(), units, fmt)  # float64: scaled values of huge raw ones stay finite
         images = channel_maps.channel_maps(values, _names(fmt, samples.shape[1]), scale, tile_scale)
         return ui_result((images,), images=preview_images(images, "latentlab_maps"))
-
-
-def stats_report(samples, fmt, units, sigma_k, affine) -> dict:
-    values = in_units(samples, units, fmt).float()
-    names = _names(fmt, samples.shape[1])
-    casts = preview.mean_color(samples, affine).clamp(0, 1) if affine is not None else None
-    items = []
-    for index, item in enumerate(stats.per_item_stats(values, sigma_k)):
-        entry = {"index": index, "channels": _by_channel(item, names)}
-        if casts is not None:
-            entry["color_cast"] = _color(casts[index])
-        items.append(entry)
-    report = {
-        "format": fmt.key if fmt is not None else None,
-        "units": units,
-        "shape": list(samples.shape),
-        "sigma_k": sigma_k,
-        "channel_names": names,
-        "batch": _by_channel(stats.batch_stats(values, sigma_k), names),
-        "items": items,
-    }
-    if casts is not None:
-        report["color_cast"] = _color(casts.mean(0))
-    return report
-
-
-def _by_channel(table: dict, names: list) -> list:
-    rows = []
-    for c, name in enumerate(names):
-        row = {"name": name}
-        for key, value in table.items():
-            row[key] = {p: v[c] for p, v in value.items()} if isinstance(value, dict) else value[c]
-        rows.append(row)
-    return rows
-
-
-def _color(rgb: torch.Tensor) -> dict:
-    values = [round(float(v), 4) for v in rgb]
-    return {"rgb": values, "hex": "#" + "".join(f"{round(v * 255):02x}" for v in values)}
-
-
-def stats_text(report: dict) -> str:
-    lines = [f"{report['format'] or 'unknown format'} · {report['units']} units · shape {report['shape']}"]
-    for row in report["batch"]:
-        lines.append(f"{row['name']:>12}: mean {row['mean']:+.3f} std {row['std']:.3f} "
-                     f"min {row['min']:+.3f} max {row['max']:+.3f} >{report['sigma_k']:g}σ {100 * row['beyond_k_sigma']:.2f}%")
-    if "color_cast" in report:
-        cast = report["color_cast"]
-        lines.append(f"color cast (mean preview color): {cast['hex']} rgb {cast['rgb']}")
-    return "\n".join(lines)
-
-
-def stats_histogram(samples, fmt, units, names, bins: int = 96) -> torch.Tensor:
-    values = in_units(samples, units, fmt).float().transpose(0, 1).flatten(1).numpy()
-    lo, hi = float(values.min()), float(values.max())
-    if hi <= lo:
-        lo, hi = lo - 0.5, hi + 0.5
-    edges = np.linspace(lo, hi, bins + 1)
-    counts = np.stack([np.histogram(row, edges)[0] for row in values]).astype(np.float64)
-    title = f"value histogram per channel ({units} units)"
-    return render.from_pil(render.histogram(counts, edges, names, title))[None]
 
 
 class LatentStats:
@@ -174,7 +108,7 @@ class LatentStats:
                 "latent": LATENT_INPUT,
                 "format": format_input(" Needed for scaled units and for the color cast."),
                 "units": units_input(),
-                "sigma_k": ("FLOAT", {"default": 3.0, "min": 0.5, "max": 10.0, "step": 0.5, "tooltip": "Report the share of values farther than k standard deviations from the channel mean."}),
+                "sigma_k": ("FLOAT", {"default": 3.0, "min": stats.SIGMA_K_RANGE[0], "max": stats.SIGMA_K_RANGE[1], "step": 0.5, "tooltip": "Report the share of values farther than k standard deviations from the channel mean."}),
                 "factors": factors_input(),
             },
             "optional": {"model": MODEL_HINT},
@@ -189,10 +123,12 @@ class LatentStats:
         samples = samples_of(latent)
         fmt = _optional_format(latent, format, model, units)
         affine = rgb_affine(latent, factors, format, model) if fmt is not None or factors not in ("comfyui", "blog") else None
-        report = stats_report(samples, fmt, units, sigma_k, affine)
-        histogram = stats_histogram(samples, fmt, units, report["channel_names"])
-        text = stats_text(report)
-        return ui_result((json.dumps(report), histogram), text=text,
+        values = in_units(samples.double(), units, fmt)  # float64: scaled values of huge raw ones stay finite
+        colors = preview.mean_color(samples, affine) if affine is not None else None
+        report = stats.stats_report(values, _names(fmt, samples.shape[1]), sigma_k, colors,
+                                    fmt.key if fmt is not None else None, units)
+        histogram = stats.stats_histogram(values, report["channel_names"], units)
+        return ui_result((json_text(report), histogram), text=stats.stats_text(report),
                          images=preview_images(histogram, "latentlab_hist"))
 
 

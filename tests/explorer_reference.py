@@ -31,9 +31,9 @@ def channel_list(channels: list, count: int) -> str:
 
 
 def default_settings(format_key: str, channels: int) -> dict:
-    from latent_lab.core import correct
-    defaults = correct.FORMAT_DEFAULTS.get(format_key)
-    boundary = defaults["boundary"] if defaults else correct.DEFAULT_BOUNDARY
+    from latent_lab.core import correct_ops
+    defaults = correct_ops.FORMAT_DEFAULTS.get(format_key)
+    boundary = defaults["boundary"] if defaults else correct_ops.DEFAULT_BOUNDARY
 
     def chosen(operation):
         spec = defaults["channels"][operation] if defaults else "all"
@@ -106,7 +106,8 @@ def numpy_histograms(values: np.ndarray, lo: float, hi: float, bins: int = HISTO
 
 def expected(samples: torch.Tensor, settings: dict) -> dict:
     """Preview and channel-map bytes, map bounds, histograms and mean color for the shown item."""
-    from latent_lab.core import correct, formats, preview, render
+    from correct_reference import mean_color
+    from latent_lab.core import formats, preview, render
     from latent_lab.core.channel_maps import symmetric_ranges
     fmt = formats.FORMATS[settings["format"]]
     item = settings["item"]
@@ -122,7 +123,7 @@ def expected(samples: torch.Tensor, settings: dict) -> dict:
     lo, hi = float(min(flat.min(), flat_orig.min())), float(max(flat.max(), flat_orig.max()))
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
-    cast = correct.mean_color(corrected_raw, affine)[0]
+    cast = mean_color(corrected_raw, affine)[0]
     return {
         "preview": to_bytes(rgb),
         "maps": maps,

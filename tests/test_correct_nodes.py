@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import correct_doubles as comfy
+import correct_reference as ref
 from latent_lab.adapters.correction_patch import CorrectionPatch, TrajectoryPatch
-from latent_lab.core import correct
+from latent_lab.core import correct_ops as ops, correct_schedule as schedules
 from latent_lab.core.formats import FORMATS, LATENT_FORMAT_KEY, SDXL
 from latent_lab.nodes import correct as nodes
 from latent_lab.nodes.common import LatentLabError
@@ -65,17 +66,17 @@ def test_color_balance_node_moves_the_preview_mean_to_the_target():
     latent = sdxl_latent()
     result = nodes.LatentColorBalance().balance(latent, "sdxl", "comfyui", "#708090", "auto", 1.0)
     out = result["result"][0]
-    colors = correct.mean_color(out["samples"], SDXL.rgb_affine())
-    assert (colors - correct.parse_color("#708090")).abs().max() < 1e-3
+    colors = ref.mean_color(out["samples"], SDXL.rgb_affine())
+    assert (colors - ops.parse_color("#708090")).abs().max() < 1e-3
     assert "-> #708090" in result["ui"]["text"][0]
 
 
 def test_color_balance_node_half_strength_goes_half_way():
     latent = sdxl_latent()
     out = nodes.LatentColorBalance().balance(latent, "sdxl", "comfyui", "neutral", "all", 0.5)["result"][0]
-    before = correct.mean_color(latent["samples"], SDXL.rgb_affine())
-    after = correct.mean_color(out["samples"], SDXL.rgb_affine())
-    gray = correct.neutral_of(before)
+    before = ref.mean_color(latent["samples"], SDXL.rgb_affine())
+    after = ref.mean_color(out["samples"], SDXL.rgb_affine())
+    gray = ref.neutral_of(before)
     torch.testing.assert_close(after, (before + gray) / 2, atol=1e-4, rtol=0)
 
 
@@ -107,13 +108,14 @@ def test_huge_finite_latents_whose_sums_overflow_are_not_called_nan(call):
     call(latent)
 
 
-def test_color_balance_report_says_when_a_mean_color_overflowed():
+def test_color_balance_report_of_an_item_whose_float32_sums_overflow_shows_colors():
     latent = sdxl_latent()
-    latent["samples"][:1, :, :2] = 3e38  # item 0's means overflow; item 1 is ordinary
-    text = nodes.LatentColorBalance().balance(latent, "sdxl", "comfyui", "#808080", "auto", 1.0)["ui"]["text"][0]
-    first, second = text.splitlines()
-    assert first == "item 0: mean color (not finite) -> (not finite)"
+    latent["samples"][:1, :, :2] = 3e38  # item 0's float32 channel sums overflow; item 1 is ordinary
+    result = nodes.LatentColorBalance().balance(latent, "sdxl", "comfyui", "#808080", "auto", 1.0)
+    first, second = result["ui"]["text"][0].splitlines()
+    assert re.fullmatch(r"item 0: mean color #[0-9a-f]{6} -> #[0-9a-f]{6}", first)
     assert re.fullmatch(r"item 1: mean color #[0-9a-f]{6} -> #808080", second)
+    assert torch.isfinite(result["result"][0]["samples"]).all()
 
 
 @pytest.mark.parametrize("key", ["sd3", "flux"])
@@ -220,7 +222,7 @@ def test_correction_node_refuses_bad_inputs_with_its_name(model, preset, strengt
 
 def test_default_schedule_text_is_the_blog_preset():
     default = nodes.LatentCorrection.INPUT_TYPES()["required"]["schedule"][1]["default"]
-    assert correct.parse_schedule(default) == correct.blog_schedule()
+    assert schedules.parse_schedule(default) == schedules.blog_schedule()
 
 
 # ------------------------------------------------------------------------------------------------ trajectory nodes

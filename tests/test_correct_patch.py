@@ -4,10 +4,10 @@ import torch
 
 import correct_doubles as comfy
 from latent_lab.adapters import correction_patch as patch
-from latent_lab.core import correct, trajectory
+from latent_lab.core import correct_ops as ops, correct_schedule as schedules, trajectory
 from latent_lab.core.formats import SD15, SDXL
 
-SCHEDULE = correct.parse_schedule("""
+SCHEDULE = schedules.parse_schedule("""
 soft_clamp 0-50% threshold=2 boundary=3
 center 0-100% channels=all global=0
 maximize 75-100% channels=0,1,2 boundary=4
@@ -15,7 +15,7 @@ maximize 75-100% channels=0,1,2 boundary=4
 
 
 def steps(schedule=SCHEDULE, fmt=SDXL):
-    return correct.compile_schedule(schedule, fmt)
+    return schedules.compile_schedule(schedule, fmt)
 
 
 def call_args(denoised, sigma, sigmas, model=None):
@@ -38,15 +38,15 @@ def test_patch_corrects_x0_by_the_window_of_the_current_step():
     early = fn(call_args(x0, SIGMAS[0].expand(2), SIGMAS))   # 0%: clamp then center
     late = fn(call_args(x0, SIGMAS[3].expand(2), SIGMAS))    # 75%: center then maximize
     assert torch.equal(x0, before)
-    expected_early = correct.center(correct.soft_clamp(x0, 2, 3), [1.0] * 4, 0)
+    expected_early = ops.center(ops.soft_clamp(x0, 2, 3), [1.0] * 4, 0)
     torch.testing.assert_close(early, expected_early)
-    torch.testing.assert_close(late, correct.maximize(correct.center(x0, [1.0] * 4, 0), 4.0, [0, 1, 2]))
+    torch.testing.assert_close(late, ops.maximize(ops.center(x0, [1.0] * 4, 0), 4.0, [0, 1, 2]))
 
 
 def test_patch_with_zero_strength_returns_denoised_itself():
     x0 = torch.randn(1, 4, 4, 4) * 9
     assert patch.CorrectionPatch(steps(), strength=0.0)(call_args(x0, SIGMAS[:1], SIGMAS)) is x0
-    zero = tuple(correct.operation(op.kind, op.start, op.end, 0.0, **op.options) for op in SCHEDULE)
+    zero = tuple(schedules.operation(op.kind, op.start, op.end, 0.0, **op.options) for op in SCHEDULE)
     assert patch.CorrectionPatch(steps(zero))(call_args(x0, SIGMAS[:1], SIGMAS)) is x0
 
 
@@ -57,7 +57,7 @@ def test_patch_leaves_a_non_finite_prediction_alone():
 
 
 def test_patch_outside_every_window_returns_denoised_itself_without_reading_it():
-    late_only = steps(correct.parse_schedule("center 90-100% channels=all"))
+    late_only = steps(schedules.parse_schedule("center 90-100% channels=all"))
     x0 = torch.full((1, 4, 4, 4), float("nan"))  # never scanned: no operation is active at 0%
     assert patch.CorrectionPatch(late_only)(call_args(x0, SIGMAS[:1], SIGMAS)) is x0
 
@@ -103,7 +103,7 @@ def test_run_timeline_without_sample_sigmas_falls_back_to_the_model():
 def test_model_timeline_reproduces_the_blogs_timestep_conditions():
     ms = comfy.ModelSampling()
     clock = patch.ProgressClock("model")
-    clamp, center_mid, center_late, _ = correct.blog_schedule()
+    clamp, center_mid, center_late, _ = schedules.blog_schedule()
     for t in (999, 960, 951, 949, 800, 701, 699, 300, 99, 50, 2):
         _, (p,) = clock.percents(call_args(torch.zeros(1, 4, 2, 2), torch.tensor([ms.sigma(t)]), None))
         assert clamp.active(p) == (t > 950) and center_mid.active(p) == (t > 700) and center_late.active(p) == (1 < t < 100), t
@@ -163,7 +163,7 @@ def test_euler_sampling_uses_the_corrected_prediction():
 # ------------------------------------------------------------------------------------------------ trajectory
 
 def recorder(fmt=SDXL, side=4):
-    return trajectory.Trajectory(correct.scaled_affine(fmt.rgb_affine(), fmt), fmt.channel_names, side)
+    return trajectory.Trajectory(ops.scaled_affine(fmt.rgb_affine(), fmt), fmt.channel_names, side)
 
 
 def test_trajectory_records_every_call_of_every_run():
@@ -198,7 +198,7 @@ def test_trajectory_stats_are_those_of_the_prediction_it_saw():
 def test_recorder_after_correction_sees_corrected_predictions():
     before, after = recorder(), recorder()
     model = patch.trajectory_model(comfy.ModelPatcher(), before)
-    model = patch.correction_model(model, steps(correct.parse_schedule("center 0-100 channels=all global=0")), 1.0)
+    model = patch.correction_model(model, steps(schedules.parse_schedule("center 0-100 channels=all global=0")), 1.0)
     model = patch.trajectory_model(model, after)
     comfy.sample(model, torch.randn(1, 4, 8, 8), comfy.ModelSampling().normal_sigmas(4))
     means_before = torch.stack([f.stats[..., 0] for f in before.runs[-1].frames])
@@ -229,7 +229,7 @@ def test_choose_frames_spreads_evenly_with_first_and_last():
 
 
 def test_trajectory_keeps_only_the_last_runs():
-    record = trajectory.Trajectory(correct.scaled_affine(SD15.rgb_affine(), SD15), SD15.channel_names, max_runs=2)
+    record = trajectory.Trajectory(ops.scaled_affine(SD15.rgb_affine(), SD15), SD15.channel_names, max_runs=2)
     for _ in range(4):
         record.begin_run([1.0, 0.0])
         record.record(torch.zeros(1, 4, 2, 2), [1.0], [0.0])

@@ -1,8 +1,11 @@
 import json
+import re
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
 
 from latent_lab.core.errors import LatentLabInputError
 from latent_lab.core.formats import LATENT_FORMAT_KEY, SDXL
@@ -119,3 +122,60 @@ def test_stats_color_cast_is_the_mean_preview_color():
     report = json.loads(LatentStats().stats({"samples": samples}, "sdxl", "scaled", 3.0, "comfyui")["result"][0])
     expected = [(b + 1) / 2 for b in (0.1084, -0.0175, -0.0011)]
     assert report["color_cast"]["rgb"] == pytest.approx(expected, abs=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ value range
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+@st.composite
+def extreme_latents(draw):
+    """Finite float32 latents: any float32 values, or values of one magnitude (all huge, all subnormal...)."""
+    shape = (draw(st.integers(1, 2)), 4, draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    if draw(st.booleans()):
+        elements = st.floats(-FLOAT32_MAX, FLOAT32_MAX, width=32, allow_nan=False, allow_infinity=False)
+        return torch.from_numpy(draw(arrays(np.float32, shape, elements=elements)))
+    unit = torch.from_numpy(draw(arrays(np.float32, shape, elements=st.floats(-1, 1, width=32))))
+    magnitude = draw(st.sampled_from([FLOAT32_MAX, 3e37, 1e30, 1.0, 1e-30, 1e-40, 1e-45]))
+    return (unit.double() * magnitude).float()
+
+
+def strict_json(text: str):
+    def refuse(constant):
+        raise AssertionError(f"bare {constant} in the JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+@settings(max_examples=60, deadline=None)
+@given(samples=extreme_latents(), fmt=st.sampled_from(["sdxl", "sd15"]), units=st.sampled_from(["raw", "scaled"]))
+def test_see_nodes_give_finite_pictures_and_plain_json_for_any_finite_latent(samples, fmt, units):
+    lat = {"samples": samples}
+    result = LatentStats().stats(lat, fmt, units, 3.0, "comfyui")
+    report = strict_json(result["result"][0])
+    for row in report["batch"] + [c for item in report["items"] for c in item["channels"]]:
+        assert all(np.isfinite(row[key]) for key in ("mean", "std", "min", "max", "beyond_k_sigma"))
+    assert not re.search(r"\b(nan|inf)\b", result["ui"]["text"][0])
+    assert torch.isfinite(result["result"][1]).all()
+    preview = LatentRGBPreview().preview(lat, fmt, "comfyui", "latent", "nearest")["result"][0]
+    assert torch.isfinite(preview).all() and preview.min() >= 0 and preview.max() <= 1
+    maps = LatentChannelMaps().maps(lat, fmt, units, "per_channel", 1)["result"][0]
+    assert torch.isfinite(maps).all()
+
+
+@pytest.mark.parametrize("fmt", ["sdxl", "sd3"])
+def test_stats_and_maps_of_a_latent_all_3e37(fmt):
+    channels = 4 if fmt == "sdxl" else 16
+    lat = {"samples": torch.full((1, channels, 4, 4), 3e37)}
+    report = strict_json(LatentStats().stats(lat, fmt, "scaled", 3.0, "comfyui")["result"][0])
+    scale = SDXL.scale if fmt == "sdxl" else 1.5305
+    shift = 0.0 if fmt == "sdxl" else 0.0609
+    assert report["batch"][0]["mean"] == pytest.approx((3e37 - shift) * scale, rel=1e-6)
+    assert report["batch"][0]["std"] == 0.0 and report["color_cast"]["hex"].startswith("#")
+    assert torch.isfinite(LatentChannelMaps().maps(lat, fmt, "scaled", "shared", 1)["result"][0]).all()
+
+
+@pytest.mark.parametrize("sigma_k", [float("nan"), float("inf"), -1.0, 0.0, 11.0])
+def test_stats_refuse_a_sigma_k_outside_its_range(sigma_k):
+    with pytest.raises(LatentLabInputError, match=r"Latent Stats: sigma_k .* is outside 0.5..10"):
+        LatentStats().stats(latent(1, 4, 4, 4), "sdxl", "raw", sigma_k, "comfyui")

@@ -49,7 +49,7 @@ def web_data() -> dict:
 
 def _web_data() -> dict:
     load_pack()
-    from latent_lab.core import correct, formats, latent_files, render
+    from latent_lab.core import correct_ops, formats, latent_files, render
     from latent_lab.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
     fmts = {}
     for key, fmt in formats.FORMATS.items():
@@ -64,10 +64,10 @@ def _web_data() -> dict:
     return {
         "generated_by": "tools/make_web_data.py",
         "formats": fmts,
-        "correction_defaults": correct.FORMAT_DEFAULTS,
-        "default_boundary": correct.DEFAULT_BOUNDARY,
-        "min_peak": correct.MIN_PEAK,
-        "rec709_luma": list(correct.REC709_LUMA),
+        "correction_defaults": correct_ops.FORMAT_DEFAULTS,
+        "default_boundary": correct_ops.DEFAULT_BOUNDARY,
+        "min_peak": correct_ops.MIN_PEAK,
+        "rec709_luma": list(correct_ops.REC709_LUMA),
         "diverging": [list(map(float, row)) for row in render._DIVERGING],
         "max_bytes": latent_files.MAX_BYTES,
         "nodes": nodes,

@@ -1,5 +1,5 @@
 // Latent Explorer math: safetensors parsing, linear RGB preview, channel maps, corrections and histograms.
-// A browser copy of Latent Lab's Python core (core/formats.py, core/preview.py, core/correct.py, core/render.py),
+// A browser copy of Latent Lab's Python core (core/formats.py, core/preview.py, core/correct_ops.py, core/render.py),
 // kept equal by shared fixtures (tests/fixtures/explorer/) that both test suites check to 1/255 per channel.
 // Pure ES module: no DOM, so Node's test runner imports it as it is. Data tables (formats, factors, colormap,
 // node widget specs) come from latent_lab_data.json, written from Python by tools/make_web_data.py.
@@ -139,7 +139,7 @@ export function lerp(x, corrected, strength) {
   return x.map((v, i) => v + (corrected[i] - v) * strength);
 }
 
-/** Subtract each channel's mean × its strength, then the item's mean × global (core.correct.center). */
+/** Subtract each channel's mean × its strength, then the item's mean × global (core.correct_ops.center). */
 export function center(x, C, N, strengths, globalStrength) {
   const out = new Float64Array(x);
   for (let c = 0; c < C; c++) {
@@ -155,7 +155,7 @@ export function center(x, C, N, strengths, globalStrength) {
   return out;
 }
 
-/** Values beyond ±threshold mapped onto [threshold, boundary] (core.correct.soft_clamp, absolute limits). */
+/** Values beyond ±threshold mapped onto [threshold, boundary] (core.correct_ops.soft_clamp, absolute limits). */
 export function softClamp(x, C, N, threshold, boundary, mode = "pixel") {
   if (!(threshold >= 0 && threshold < boundary)) {
     throw new LatentError(`Soft clamp needs 0 ≤ threshold < boundary; got ${threshold} and ${boundary}.`, "Set the threshold below the boundary.");
@@ -188,8 +188,8 @@ export function softClamp(x, C, N, threshold, boundary, mode = "pixel") {
   return out;
 }
 
-/** Scale the chosen channels by one factor so their max |x| equals the boundary (core.correct.maximize); left
- * alone when that max is at most minPeak (core.correct.MIN_PEAK), rather than blowing rounding noise up. */
+/** Scale the chosen channels by one factor so their max |x| equals the boundary (core.correct_ops.maximize); left
+ * alone when that max is at most minPeak (core.correct_ops.MIN_PEAK), rather than blowing rounding noise up. */
 export function maximize(x, C, N, boundary, channels, minPeak) {
   if (!channels.length) throw new LatentError("Maximize needs at least one channel.", "Tick a channel.");
   let peak = 0;
@@ -250,7 +250,7 @@ function symmetricPinv3(m) {
   return out;
 }
 
-/** Least-norm offsets moving the preview's mean color to the target (core.correct.balance_offsets). */
+/** Least-norm offsets moving the preview's mean color to the target (core.correct_ops.balance_offsets). */
 export function balanceOffsets(x, C, N, affine, target, channels, luma) {
   if (!channels.length) throw new LatentError("Color balance needs at least one channel.", "Tick a channel.");
   const current = meanColor(x, C, N, affine);
