@@ -14,17 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from latent_lab.adapters.correction_patch import correction_model, trajectory_model
-from latent_lab.core import correct, trajectory
+from latent_lab.core import correct_ops, correct_schedule as schedules, trajectory
 from latent_lab.core.formats import SD15
-from random_models import small_sd15_model
+from random_models import SMALL_SD15_UNET, small_sd15_model
 
-SMALL_SD15_UNET = {
-    "use_checkpoint": False, "image_size": 32, "out_channels": 4, "use_spatial_transformer": True,
-    "legacy": False, "adm_in_channels": None, "in_channels": 4, "model_channels": 32,
-    "num_res_blocks": [1, 1], "transformer_depth": [1, 1], "channel_mult": [1, 2], "transformer_depth_middle": 1,
-    "use_linear_in_transformer": False, "context_dim": 768, "transformer_depth_output": [1, 1, 1, 1],
-    "use_temporal_attention": False, "use_temporal_resblock": False,
-}
 STEPS = 3
 
 
@@ -47,11 +40,11 @@ def run(model, sampler, noise, cfg=4.0, latent=None, denoise=1.0, steps=STEPS, s
 
 
 def blog_steps(strength_scale=1.0):
-    schedule = correct.blog_schedule()
+    schedule = schedules.blog_schedule()
     if strength_scale != 1.0:
-        schedule = tuple(correct.operation(op.kind, op.start, op.end, op.strength * strength_scale, **op.options)
+        schedule = tuple(schedules.operation(op.kind, op.start, op.end, op.strength * strength_scale, **op.options)
                          for op in schedule)
-    return correct.compile_schedule(schedule, SD15)
+    return schedules.compile_schedule(schedule, SD15)
 
 
 def sampler_names():
@@ -67,7 +60,7 @@ def noise():
 def test_every_sampler_runs_with_the_patch_and_is_changed_by_it(small_unet, noise):
     import comfy.samplers
     # A steady correction at every step: any sampler that calls the model at all sees it.
-    steps = correct.compile_schedule(correct.parse_schedule("center 0-100 channels=all global=1\n"
+    steps = schedules.compile_schedule(schedules.parse_schedule("center 0-100 channels=all global=1\n"
                                                             "maximize 0-100 channels=all boundary=3"), SD15)
     patched = correction_model(small_unet, steps, 1.0)
     off = correction_model(small_unet, steps, 0.0)
@@ -92,7 +85,7 @@ def test_blog_preset_changes_common_samplers_and_zero_strengths_do_not(small_une
 
 
 def test_final_centering_reaches_the_output_with_euler(small_unet, noise):
-    steps = correct.compile_schedule(correct.parse_schedule("center 0-100 channels=all global=0"), SD15)
+    steps = schedules.compile_schedule(schedules.parse_schedule("center 0-100 channels=all global=0"), SD15)
     out = run(correction_model(small_unet, steps, 1.0), "euler", noise)
     plain = run(small_unet, "euler", noise)
     scale = plain.abs().max().item()
@@ -114,9 +107,9 @@ def test_batch_of_three_items_is_corrected_independently(small_unet):
 
 
 def test_img2img_progress_runs_over_the_partial_schedule(small_unet, noise):
-    record = trajectory.Trajectory(correct.scaled_affine(SD15.rgb_affine(), SD15), SD15.channel_names)
+    record = trajectory.Trajectory(correct_ops.scaled_affine(SD15.rgb_affine(), SD15), SD15.channel_names)
     run(trajectory_model(small_unet, record), "euler", noise, latent=torch.randn(1, 4, 8, 8), denoise=0.5, steps=4)
-    model_record = trajectory.Trajectory(correct.scaled_affine(SD15.rgb_affine(), SD15), SD15.channel_names)
+    model_record = trajectory.Trajectory(correct_ops.scaled_affine(SD15.rgb_affine(), SD15), SD15.channel_names)
     run(trajectory_model(small_unet, model_record, "model"), "euler", noise, latent=torch.randn(1, 4, 8, 8),
         denoise=0.5, steps=4)
     percents = [f.percents[0] for f in record.runs[-1].frames]
