@@ -303,7 +303,7 @@ def parse_color(text: str) -> torch.Tensor | None:
     if value in ("neutral", "", "auto"):
         return None
     match = re.fullmatch(r"#?([0-9a-f]{6})", value)
-    require(match is not None, f"Target color '{text}' is not understood.",
+    require(match is not None, f"Target color '{excerpt(text)}' is not understood.",
             "Write 'neutral' (a gray of the same brightness) or a hex color such as #808080.")
     digits = match.group(1)
     return torch.tensor([int(digits[i:i + 2], 16) / 255 for i in (0, 2, 4)])

@@ -9,6 +9,7 @@ from ..core.channels import chosen_channels, parse_channels
 from ..core.errors import LatentLabInputError, require
 from ..core.formats import resolve_format
 from ..core.trajectory import Trajectory, filmstrip, plots, recorded_run, summary, summary_text
+from ..core.validate import excerpt
 from .common import (CATEGORY, MODEL_HINT, format_input, json_text, latent_format, node_errors, samples_of, ui_result,
                      with_samples)
 from .factors import factors_input, rgb_affine, validate_factors_choice
@@ -249,8 +250,9 @@ class LatentCorrection:
     @node_errors("Latent Correction")
     def patch(self, model, preset, strength, timeline, schedule, format):
         fmt = _model_format(model, format)
-        require(preset in PRESET_CHOICES, f"Unknown preset '{preset}'.", f"Use one of: {', '.join(PRESET_CHOICES)}.")
-        require(timeline in TIMELINES, f"Unknown timeline '{timeline}'.", f"Use one of: {', '.join(TIMELINES)}.")
+        require(preset in PRESET_CHOICES, f"Unknown preset '{excerpt(preset)}'.",
+                f"Use one of: {', '.join(PRESET_CHOICES)}.")
+        require(timeline in TIMELINES, f"Unknown timeline '{excerpt(timeline)}'.", f"Use one of: {', '.join(TIMELINES)}.")
         ops.check_strength(strength)
         operations = schedules.parse_schedule(schedule) if preset == "custom" else schedules.PRESETS[preset]()
         steps = schedules.compile_schedule(operations, fmt)
