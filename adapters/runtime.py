@@ -1,17 +1,26 @@
 """Devices, interrupts and progress: ComfyUI's when it is there, plain torch otherwise."""
 import importlib
-from functools import lru_cache
 
 import torch
 
+_loaded = {}
 
-@lru_cache(maxsize=None)
+
 def comfy(module: str):
-    """A ComfyUI module, or None when running outside ComfyUI."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
+    """A ComfyUI module, or None when running outside ComfyUI.
+
+    Only modules found are remembered: a process that imports ComfyUI later (the test suite does) finds it then.
+    """
+    found = _loaded.get(module)
+    if found is None:
+        try:
+            found = _loaded[module] = importlib.import_module(module)
+        except ImportError:
+            return None
+    return found
+
+
+comfy.cache_clear = _loaded.clear
 
 
 def torch_device() -> torch.device:

@@ -56,7 +56,9 @@ class CFGSweepSampler:
                                "The CFG values to sweep, A1111 style: '3, 5.5, 7'; '2-12 [6]' (6 values from 2 "
                                "to 12); '2-12 (+2)' (step 2); mixed: '1, 4-8 (+2), 12'. Values 0-100, each once."}),
                 "sampler_name": (sampler_names(), {"tooltip": "The sampler (as KSampler). Ancestral and SDE "
-                                                              "samplers get per-cell noise equal to separate runs."}),
+                                                              "samplers get per-cell noise equal to separate runs. A "
+                                                              "sampler the sweep does not classify (one newer than "
+                                                              "it) runs each cell alone, as a separate run."}),
                 "scheduler": (scheduler_names(), {"tooltip": "The scheduler (as KSampler)."}),
                 "positive": ("CONDITIONING", {"tooltip": "What to include (one prompt)."}),
                 "negative": ("CONDITIONING", {"tooltip": "What to exclude (one prompt)."}),
@@ -169,7 +171,7 @@ class SweepGrid:
 
     @node_errors("Sweep Grid")
     def grid(self, images, sweep_info, footer, cell_scale, label_size, max_megapixels):
-        info = check_info(sweep_info)
+        info = grids.grid_info(check_info(sweep_info))
         images = check_image(images)
         cells = len(info["cells"])
         require(images.shape[0] == cells,
@@ -177,7 +179,7 @@ class SweepGrid:
                 "Decode the sweep's whole latent (VAE Decode) and connect that IMAGE, without filtering.")
         width, height = grids.scaled_size(images.shape[2], images.shape[1], cell_scale)
         spec = grid_spec(info, width, height, footer, label_size)
-        budget = int(max_megapixels * 1e6)
+        budget = grids.pixel_budget(max_megapixels)
         layout = grids.layout(spec)
         grids.check_budget(layout, budget)  # before resizing what would be refused
         picture = grids.render_grid(grids.resize_images(images, width, height), spec, layout)

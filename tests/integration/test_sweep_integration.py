@@ -359,3 +359,56 @@ def test_inputs_are_not_modified(sd15):
     assert torch.equal(latent["samples"], before) and latent["batch_index"] == [0]
     assert model.model_options.keys() == options.keys()
     assert out["samples"].shape[0] == 2 and "batch_index" not in out
+
+
+# ---- samplers the sweep does not classify ------------------------------------------------------------------------
+
+UNLISTED = "latentlab_unlisted_sde"
+
+
+@pytest.fixture
+def unlisted_sampler(comfy_inprocess):
+    """A sampler ComfyUI offers but the sweep has never seen, registered as a newer ComfyUI registers its own: a
+    k-diffusion sample_<name> function and an entry in the sampler list. It is dpmpp_2m_sde under a new name: its
+    own Brownian-tree noise is what a per-cell generator, the sweep's guess for an unknown noise_sampler, would not
+    reproduce."""
+    import comfy.k_diffusion.sampling as sampling
+    import comfy.samplers as samplers
+    setattr(sampling, f"sample_{UNLISTED}", sampling.sample_dpmpp_2m_sde)
+    samplers.KSampler.SAMPLERS.append(UNLISTED)  # the list KSampler checks names against
+    try:
+        yield UNLISTED
+    finally:
+        samplers.KSampler.SAMPLERS.remove(UNLISTED)
+        delattr(sampling, f"sample_{UNLISTED}")
+
+
+def test_a_sampler_the_sweep_does_not_classify_runs_each_cell_as_a_separate_run(sd15, unlisted_sampler):
+    model, positive, negative = sd15
+    latent = {**empty_latent(), "downscale_ratio_spacial": 8}  # what a newer Empty Latent Image adds
+    out = CFGSweepSampler().sweep(model, 4, 3, "1, 6", unlisted_sampler, "normal", positive, negative, latent, 1.0,
+                                  "+2", 0, BATCHED, 64)  # all cells asked for
+    samples, info = out["result"][0]["samples"], out["result"][1]
+    run = info["run"]
+    assert run["chunks"] == [1, 1, 1, 1] and run["model_batch"] == "per cell"
+    assert unlisted_sampler in run["model_batch_note"] and "one cell at a time" in run["noise"]
+    assert "per cell: sampler 'latentlab_unlisted_sde'" in out["ui"]["text"][0]
+    assert "downscale_ratio_spacial" not in out["result"][0]
+    for cell in info["cells"]:
+        reference = ksampler(model, positive, negative, unlisted_sampler, cell["cfg"], cell["seed"], 3, latent=latent)
+        assert torch.equal(samples[cell["index"]:cell["index"] + 1], reference), \
+            f"{cell['label']}: {max_diff(samples[cell['index']:cell['index'] + 1], reference)}"
+
+
+def test_classified_samplers_take_the_noise_the_sweep_expects(comfy_inprocess):
+    # the classification is by name; the running ComfyUI's functions must still match it
+    import inspect
+    import comfy.samplers as samplers
+    from latent_lab.adapters.sweep_sampler import (BROWNIAN_SAMPLERS, CLASSIFIED_SAMPLERS, GENERATOR_SAMPLERS,
+                                                   is_classified)
+    offered = [name for name in samplers.KSampler.SAMPLERS if is_classified(name)]
+    assert len(offered) == len(CLASSIFIED_SAMPLERS)  # none renamed or dropped
+    for name in offered:
+        function = samplers.sampler_object(name).sampler_function
+        takes_noise = "noise_sampler" in inspect.signature(function).parameters
+        assert takes_noise == (name in GENERATOR_SAMPLERS or name in BROWNIAN_SAMPLERS), name
