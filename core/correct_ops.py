@@ -194,7 +194,8 @@ def _pull(reach: torch.Tensor, limit: torch.Tensor, start: torch.Tensor) -> torc
     rather than becoming NaN.
     """
     top = torch.maximum(reach, limit)
-    return (top - limit).div_((top - start).clamp_(min=TINY))
+    spread = (top - start).clamp_(min=TINY)
+    return top.sub_(limit).div_(spread)
 
 
 # ---------------------------------------------------------------------------------------------- maximize
@@ -235,12 +236,11 @@ def balance(x: torch.Tensor, affine: RgbAffine, target: torch.Tensor | None, cha
             strength: float = 1.0) -> Balanced:
     """Shift chosen channels so each item's linear-preview mean color becomes the target (see balance_offsets).
 
-    The affine takes x's units (raw values with fmt.rgb_affine, scaled ones with scaled_affine). The colors after
-    are measured on the result, so they show what float rounding left of the target in huge latents.
+    The affine takes x's units (raw values with fmt.rgb_affine, scaled ones with scaled_affine).
     """
-    latent, means = _balanced(x, affine, target, channels, strength)
+    latent, means, offsets = _balanced(x, affine, target, channels, strength)
     weight, bias = affine.weight.to(means), affine.bias.to(means)
-    return Balanced(latent, means @ weight + bias, _channel_means(latent) @ weight + bias)
+    return Balanced(latent, means @ weight + bias, (means + offsets) @ weight + bias)
 
 
 def color_balance(x: torch.Tensor, affine: RgbAffine, target: torch.Tensor | None,
@@ -250,13 +250,14 @@ def color_balance(x: torch.Tensor, affine: RgbAffine, target: torch.Tensor | Non
 
 
 def _balanced(x, affine, target, channels, strength) -> tuple:
-    """The balanced latent and x's channel means."""
+    """The balanced latent, x's channel means and the offsets added to them."""
     require(affine.channels == x.shape[1],
             f"The latent has {x.shape[1]} channels but the factors '{affine.label}' expect {affine.channels}.",
             "Pick factors made for this latent's format.")
     check_strength(strength)
     means = _channel_means(x)
-    return _offset(x, balance_offsets(means, affine, target, channels) * strength), means
+    offsets = balance_offsets(means, affine, target, channels) * strength
+    return _offset(x, offsets), means, offsets
 
 
 def balance_offsets(means: torch.Tensor, affine: RgbAffine, target: torch.Tensor | None,
