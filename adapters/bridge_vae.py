@@ -11,6 +11,13 @@ from .comfy_objects import vae_channels
 from .runtime import Progress, check_interrupt, intermediate_device, soft_empty_cache
 
 
+def check_vae(vae, what: str) -> None:
+    """A VAE input that is not a ComfyUI VAE (a plain value posted in a prompt) is refused before any work."""
+    require(callable(getattr(vae, "encode", None)) and callable(getattr(vae, "decode", None))
+            and isinstance(getattr(vae, "latent_channels", 4), int),
+            f"The {what} input is not a ComfyUI VAE.", f"Connect a VAE output (Load VAE, Load Checkpoint) to {what}.")
+
+
 def _ratio(vae) -> int:
     ratio = vae.spacial_compression_decode() if hasattr(vae, "spacial_compression_decode") else 8
     return int(ratio) if isinstance(ratio, (int, float)) else 8

@@ -175,7 +175,7 @@ def train_conv(pairs: list, affine: AffineBridge, steps: int, learning_rate: flo
     check_pairs(pairs)
     require(steps >= 1, f"Conv training needs at least 1 step, got {steps}.")
     with torch.inference_mode(False), torch.enable_grad():  # ComfyUI runs nodes under inference mode
-        pairs = [(source.clone(), target.clone()) for source, target in pairs]
+        pairs = [(source.detach().clone(), target.detach().clone()) for source, target in pairs]
         return _train(pairs, affine, steps, learning_rate, seed, width, blocks, crop, batch, device, callback)
 
 

@@ -190,7 +190,17 @@ def wrap_lines(lines: list, width: int, size: int) -> list:
 
 
 def scaled_size(width: int, height: int, scale: float) -> tuple:
+    require(isinstance(scale, (int, float)) and 0 < scale <= 1, f"cell_scale is {excerpt(scale)}; it must lie in "
+            "0..1 (above 0).", "Set cell_scale between 0.05 and 1.")
     return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def pixel_budget(megapixels: float) -> int:
+    """max_megapixels as a pixel count; NaN (which passes ComfyUI's range check) and other non-numbers refused."""
+    require(isinstance(megapixels, (int, float)) and not isinstance(megapixels, bool) and 0 < megapixels < 1e6,
+            f"max_megapixels is {excerpt(megapixels)}, not a positive number of megapixels.",
+            "Set max_megapixels between 1 and 512.")
+    return int(megapixels * 1e6)
 
 
 def resize_images(images: torch.Tensor, width: int, height: int) -> torch.Tensor:

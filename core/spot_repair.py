@@ -170,6 +170,7 @@ def repair(samples: torch.Tensor, cells: torch.Tensor, method: str = "harmonic")
 def reprobe(decode, before: torch.Tensor, after: torch.Tensor, cells: torch.Tensor, radius: int, downscale: int = 8,
             decodes: int = 8, seed: int = 0, counter=None) -> dict:
     """Far-field influence of the repaired cells (batch item 0) before and after, each against ordinary cells."""
+    check_reprobe_radius(radius, *before.shape[2:])
     counter = counter or PassCounter()
     mask = cells[0].bool().cpu()
     chosen = [tuple(c) for c in mask.nonzero().tolist()]
@@ -189,6 +190,17 @@ def reprobe(decode, before: torch.Tensor, after: torch.Tensor, cells: torch.Tens
     return {"radius": radius, "decodes_per_state": decodes, "decoder_equivalent_passes": counter.passes,
             "baseline_before": states["before"]["baseline"], "baseline_after": states["after"]["baseline"],
             "cells": rows}
+
+
+def check_reprobe_radius(radius: int, height: int, width: int) -> None:
+    """Every cell needs pixels farther than `radius` cells away to measure (repaired cells and the sampled ordinary
+    ones alike). The cell with the least room is the middle one: max(h // 2, w // 2) cells to the farthest edge."""
+    most = max(height, width) // 2 - 1
+    require(radius <= most,
+            f"A re-probe radius of {radius} cells leaves no far field in this {width}x{height}-cell latent: some "
+            f"cell has no pixel farther than {radius} cells away.",
+            f"Set radius to at most {most}." if most >= 1 else
+            "This latent is too small to re-probe: leave the VAE out (the repair itself works).")
 
 
 def reprobe_text(result: dict) -> str:

@@ -12,7 +12,7 @@ from ..core import calibration
 from ..core.bridge_files import describe, inspect_bridge, load_bridge, save_bridge
 from ..core.errors import LatentLabInputError, require
 from ..core.formats import FORMAT_CHOICES, FORMATS, LATENT_FORMAT_KEY, resolve_format
-from ..core.validate import check_image, check_latent
+from ..core.validate import check_image, check_latent, excerpt
 from .common import CATEGORY, json_text, node_errors, samples_of, ui_result, with_samples
 
 METHODS = ("approximate", "fitted", "vae_roundtrip")
@@ -77,7 +77,7 @@ class LatentBridge:
     @classmethod
     def VALIDATE_INPUTS(cls, method, bridge_file):
         if method not in METHODS:
-            return f"Unknown method '{method}'; choose one of {', '.join(METHODS)}."
+            return f"Unknown method '{excerpt(method)}'; choose one of {', '.join(METHODS)}."
         if method != "fitted":
             return True
         try:
@@ -90,8 +90,8 @@ class LatentBridge:
     def bridge(self, latent, method, source_format, target_format, bridge_file, tile_size, overlap,
                source_vae=None, target_vae=None):
         samples = samples_of(latent)
-        require(method in METHODS, f"Unknown method '{method}'.", f"Choose one of: {', '.join(METHODS)}.")
-        require(target_format in FORMATS, f"Unknown target format '{target_format}'.",
+        require(method in METHODS, f"Unknown method '{excerpt(method)}'.", f"Choose one of: {', '.join(METHODS)}.")
+        require(target_format in FORMATS, f"Unknown target format '{excerpt(target_format)}'.",
                 f"Choose one of: {', '.join(FORMATS)}.")
         target = FORMATS[target_format]
         tag = {"method": method, "target": target.key}
@@ -121,6 +121,8 @@ class LatentBridge:
     def _roundtrip(samples, source, target, source_vae, target_vae, tile_size, overlap):
         require(source_vae is not None and target_vae is not None, "vae_roundtrip needs both VAEs.",
                 "Connect source_vae and target_vae, or pick method approximate or fitted.")
+        bridge_vae.check_vae(source_vae, "source_vae")
+        bridge_vae.check_vae(target_vae, "target_vae")
         comfy_objects.check_vae_matches(source_vae, source.channels, f"{source.label} format")
         require(comfy_objects.vae_channels(target_vae) == target.channels,
                 f"The target VAE makes {comfy_objects.vae_channels(target_vae)}-channel latents but the "
@@ -193,7 +195,7 @@ class FitLatentBridge:
     @node_errors("Fit Latent Bridge")
     def fit(self, source_vae, target_vae, source_format, target_format, directions, calibration_images,
             calibration_size, augment_views, conv_steps, learning_rate, seed, filename, overwrite, images=None):
-        require(directions in DIRECTIONS, f"Unknown directions '{directions}'.",
+        require(directions in DIRECTIONS, f"Unknown directions '{excerpt(directions)}'.",
                 f"Choose one of: {', '.join(DIRECTIONS)}.")
         plan = [(source_format, target_format, False)]
         if directions == "both":
@@ -233,7 +235,8 @@ class FitLatentBridge:
 
     @staticmethod
     def _check_vae(vae, key, side):
-        require(key in FORMATS, f"Unknown {side} format '{key}'.", f"Choose one of: {', '.join(FORMATS)}.")
+        bridge_vae.check_vae(vae, f"{side}_vae")
+        require(key in FORMATS, f"Unknown {side} format '{excerpt(key)}'.", f"Choose one of: {', '.join(FORMATS)}.")
         fmt = FORMATS[key]
         require(comfy_objects.vae_channels(vae) == fmt.channels,
                 f"The {side} VAE makes {comfy_objects.vae_channels(vae)}-channel latents but {fmt.label} latents "

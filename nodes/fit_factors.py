@@ -3,6 +3,7 @@ import json
 import os
 
 from ..adapters import comfy_objects, folders
+from ..adapters.bridge_vae import check_vae
 from ..adapters.ui import preview_images
 from ..core import factor_fit, preview
 from ..core.errors import require
@@ -50,6 +51,7 @@ class FitLatentRGBFactors:
 
     @node_errors("Fit Latent RGB Factors")
     def fit(self, vae, images, target, format, filename, overwrite):
+        check_vae(vae, "vae")
         images = check_image(images)
         require(isinstance(filename, str), "The filename is not text.", "Type a file name.")
         path = folders.output_path("latent_rgb", filename.strip())

@@ -233,3 +233,18 @@ def test_spot_repair_node_refuses_a_report_cell_outside_the_latent():
     out = LatentSpotRepair().run(latent, "harmonic", 3, 8, report=json.dumps(minimal_report([(11, 4)])))
     changed = (out["result"][0]["samples"] != samples).any(1)[0]
     assert changed.nonzero().tolist() == [[11, 4]]
+
+
+@pytest.mark.parametrize("size, radius, fits", [(8, 3, True), (8, 4, False), (5, 1, True), (5, 2, False),
+                                                (3, 1, False), (12, 5, True), (12, 6, False)])
+def test_reprobe_refuses_a_radius_that_leaves_no_far_field(flawed, size, radius, fits):
+    callables = D.plain_callables(flawed)
+    latent = torch.randn(1, 4, size, size)
+    cells = torch.zeros(1, size, size, dtype=torch.bool)
+    cells[0, size // 2, size // 2] = True
+    if fits:
+        result = R.reprobe(callables["decode"], latent, R.repair(latent, cells), cells, radius, decodes=3)
+        assert result["cells"][0]["before_influence"] is None or result["cells"][0]["before_influence"] >= 0
+        return
+    with pytest.raises(LatentLabInputError, match=f"radius of {radius} cells leaves no far field"):
+        R.reprobe(callables["decode"], latent, R.repair(latent, cells), cells, radius, decodes=3)

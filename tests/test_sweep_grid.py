@@ -215,3 +215,12 @@ def test_any_json_value_as_sweep_info_gives_a_grid_or_a_clear_error(value):
             SweepGrid().grid(distinct_images(1, 8, 8), info, True, 1.0, 0, 32.0)
         except LatentLabInputError:
             pass
+
+
+@pytest.mark.parametrize("cell_scale, max_megapixels, match", [
+    (float("nan"), 32.0, "cell_scale is nan"), (0.0, 32.0, "cell_scale is 0.0"), (1.0, float("nan"), "max_megapixels is nan"),
+    (1.0, True, "max_megapixels is True")])
+def test_sweep_grid_refuses_nan_scale_and_budget_with_its_name(cell_scale, max_megapixels, match):
+    info = make_info([3.0, 7.0], [1])
+    with pytest.raises(LatentLabInputError, match=f"Sweep Grid: {match}"):
+        SweepGrid().grid(distinct_images(2, 16, 16), info, True, cell_scale, 0, max_megapixels)
