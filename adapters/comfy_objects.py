@@ -2,17 +2,13 @@
 import torch
 
 from ..core.errors import require
-from ..core.formats import format_for_comfy_class
+from .comfy_formats import model_format
 from .runtime import Progress, check_interrupt
 
 
 def model_format_hint(model) -> str | None:
-    """Our format key for a MODEL (ComfyUI ModelPatcher) from its latent_format, if we know it."""
-    if model is None:
-        return None
-    latent_format = model.get_model_object("latent_format") if hasattr(model, "get_model_object") \
-        else getattr(model, "latent_format", None)
-    fmt = format_for_comfy_class(type(latent_format).__name__) if latent_format is not None else None
+    """The format key (built-in key or ComfyUI class name) of a MODEL (ComfyUI ModelPatcher), if it has one."""
+    fmt = model_format(model)
     return fmt.key if fmt is not None else None
 
 

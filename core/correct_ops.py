@@ -4,7 +4,8 @@ Every operation corrects each batch item on its own, reduces over every dimensio
 [B, C, H, W] and [B, C, T, H, W] both work) and returns a new tensor of x's dtype on x's device: inputs are never
 written. Limits are in SCALED units, (raw - shift) x scale: the units samplers use and those of the SDXL-latent
 blog (SDXL ends near ±4). `scale` and `shift` say how x maps to them (default: x is scaled already), so a node
-corrects a raw LATENT without making a scaled copy.
+corrects a raw LATENT without making a scaled copy; each is a number, or a sequence with one value per channel
+(formats that normalize each channel by its own mean and std).
 
 Each operation is one or two reductions, a few figures per item and channel, then one dense pass in torch on x's
 device: no data-dependent indexing and no trip to the host, which is what a GPU needs during sampling. The
@@ -55,8 +56,29 @@ def check_boundary(boundary: float) -> None:
 
 
 def format_boundary(fmt: LatentFormat | None) -> float:
+    """maximize's boundary=auto: the format's own, where one is known (SD1.x and SDXL end near ±4 scaled)."""
     defaults = FORMAT_DEFAULTS.get(fmt.key) if fmt is not None else None
+    require(fmt is None or defaults is not None,
+            f"maximize has no default boundary for the {fmt.label if fmt is not None else ''} format.",
+            "Give it in scaled units, such as boundary=4 (Latent Stats with units scaled shows how far a good "
+            "result of this model reaches).")
     return defaults["boundary"] if defaults else DEFAULT_BOUNDARY
+
+
+def _units(value, like: torch.Tensor):
+    """A scale or shift: a float stays one; a per-channel sequence becomes a [C] tensor in like's dtype."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device)
+
+
+def _vector(value, count: int, like: torch.Tensor) -> torch.Tensor:
+    """A scale or shift as a [count] tensor in like's dtype, whether one number or one per channel."""
+    return torch.as_tensor(value, dtype=like.dtype, device=like.device).expand(count)
+
+
+def _uniform(scale, shift) -> bool:
+    return isinstance(scale, (int, float)) and isinstance(shift, (int, float))
 
 
 # ---------------------------------------------------------------------------------------------- shared steps
@@ -104,23 +126,27 @@ def _finished(x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- center
 
-def center(x: torch.Tensor, channel_strengths: Sequence[float], global_strength: float = 1.0, shift: float = 0.0,
-           strength: float = 1.0) -> torch.Tensor:
+def center(x: torch.Tensor, channel_strengths: Sequence[float], global_strength: float = 1.0, shift=0.0,
+           strength: float = 1.0, scale=1.0) -> torch.Tensor:
     """Subtract each channel's mean x its strength (0 leaves a channel alone), then the item's mean over channels
     x global; strength blends from x (0) to that correction (1), as every operation's strength does.
 
-    Means are taken about `shift`, so x may be raw values: offsets do not depend on the scale.
+    Means are taken about `shift`, so x may be raw values: with one scale for all channels the offsets do not
+    depend on it; with one per channel the mean over channels is taken in scaled units.
     """
     require(len(channel_strengths) == x.shape[1],
             f"{len(channel_strengths)} channel strengths for a {x.shape[1]}-channel latent.")
     for value, what in ((global_strength, "global strength"), (strength, "strength"),
                         *((s, "channel strength") for s in channel_strengths)):
         check_strength(value, what)
-    means = _channel_means(x) - shift
+    raw_means = _channel_means(x)
+    shift, scale = _units(shift, raw_means), _units(scale, raw_means)
+    per_channel = not isinstance(scale, float)
+    means = (raw_means - shift) * scale if per_channel else raw_means - shift
     s = means.new_tensor(channel_strengths)
     left = means * (1 - s)  # each channel's mean after its own centering
     offsets = -(means * s + global_strength * left.mean(dim=1, keepdim=True))
-    return _offset(x, offsets * strength)
+    return _offset(x, offsets * strength / scale if per_channel else offsets * strength)
 
 
 # ---------------------------------------------------------------------------------------------- soft clamp
@@ -139,8 +165,7 @@ def check_clamp_limits(threshold: float, boundary: float, relative: bool = False
 
 
 def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, mode: str = "pixel",
-               relative: bool = False, strength: float = 1.0, scale: float = 1.0,
-               shift: float = 0.0) -> torch.Tensor:
+               relative: bool = False, strength: float = 1.0, scale=1.0, shift=0.0) -> torch.Tensor:
     """Map values beyond ±threshold onto [threshold, boundary] linearly, each side on its own.
 
     The range mapped is [threshold, max(M, boundary)], M being the largest value at that pixel across channels
@@ -148,12 +173,25 @@ def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, m
     instead of the blog's M means a value is never pushed outward, and an item already inside ±boundary is left
     exactly as it is (the blog's early exit, tied to the boundary rather than to a hard-coded 4).
     relative: boundary is a fraction of the item's max|x| and threshold a fraction of that boundary (the blog's
-    first-steps clamp uses 0.998 and 0.998). Values that do not move are copied bit for bit.
+    first-steps clamp uses 0.998 and 0.998). Values that do not move are copied bit for bit. With per-channel
+    units the reach across channels is measured in scaled units.
     """
     require(mode in CLAMP_MODES, f"Unknown soft clamp mode '{excerpt(mode)}'.", f"Use one of {CLAMP_MODES}.")
     check_clamp_limits(threshold, boundary, relative)
     check_strength(strength)
     work = x.float()
+    if _uniform(scale, shift):
+        return _finished(x, _clamp_pulls(work, threshold, boundary, mode, relative, strength, scale, shift)
+                         .neg_().add_(work))
+    scale_c, shift_c = (_per_channel(_vector(v, x.shape[1], work)[None], work) for v in (scale, shift))
+    scaled = (work - shift_c).mul_(scale_c)
+    pulls = _clamp_pulls(scaled, threshold, boundary, mode, relative, strength, 1.0, 0.0)
+    return _finished(x, pulls.div_(scale_c).neg_().add_(work))
+
+
+def _clamp_pulls(work: torch.Tensor, threshold, boundary, mode, relative, strength, scale: float,
+                 shift: float) -> torch.Tensor:
+    """How far soft_clamp moves each value of `work` inward (in work's units): 0 where nothing moves."""
     low, high = _reach(work, mode)
     peak = _peak(low, high, shift) * scale                                   # [B], scaled
     b = peak * boundary if relative else torch.full_like(peak, boundary)   # [B], scaled
@@ -165,7 +203,7 @@ def soft_clamp(x: torch.Tensor, threshold: float = 3.5, boundary: float = 4.0, m
     # latent-sized buffers in all, since a fresh one costs a CPU about as much as the pass that fills it.
     above = (work - upper_t).clamp_(min=0).mul_(pull_up)
     below = (work - lower_t).clamp_(max=0).mul_(pull_down)
-    return _finished(x, above.add_(below).neg_().add_(work))
+    return above.add_(below)
 
 
 def _reach(work: torch.Tensor, mode: str) -> tuple:
@@ -201,7 +239,7 @@ def _pull(reach: torch.Tensor, limit: torch.Tensor, start: torch.Tensor) -> torc
 # ---------------------------------------------------------------------------------------------- maximize
 
 def maximize(x: torch.Tensor, boundary: float, channels: Sequence[int], strength: float = 1.0,
-             scale: float = 1.0, shift: float = 0.0) -> torch.Tensor:
+             scale=1.0, shift=0.0) -> torch.Tensor:
     """Scale the chosen channels by one factor per item so their max|x| (scaled) equals the boundary.
 
     Items whose chosen channels are (almost) empty, max|x| <= MIN_PEAK, are left alone rather than having rounding
@@ -211,15 +249,26 @@ def maximize(x: torch.Tensor, boundary: float, channels: Sequence[int], strength
     check_strength(strength)
     cells, chosen = _cells(x), list(channels)
     low, high = cells.amin(dim=2), cells.amax(dim=2)   # [B, C]: chosen columns picked here, not from the latent
-    peak = _peak(low[:, chosen], high[:, chosen], shift) * scale               # [B], scaled
+    peak = _chosen_peak(low, high, chosen, scale, shift)                        # [B], scaled
     factor = torch.where(peak > MIN_PEAK, boundary / peak.clamp(min=MIN_PEAK), 1.0)
     gain = peak.new_ones(high.shape)
     gain[:, chosen] = (1 + strength * (factor - 1))[:, None]
     # gain about the shift: y_scaled = gain * x_scaled means y = gain * x + shift * (1 - gain)
     out = x.float() * _per_channel(gain, x)
-    if shift:
+    shift = _units(shift, gain)
+    if not isinstance(shift, float) or shift:
         out += _per_channel(shift * (1 - gain), x)
     return _finished(x, out)
+
+
+def _chosen_peak(low: torch.Tensor, high: torch.Tensor, chosen: list, scale, shift) -> torch.Tensor:
+    """Each item's max|x - shift| x scale over the chosen channels, from per-channel minima and maxima [B, C]."""
+    if _uniform(scale, shift):
+        return _peak(low[:, chosen], high[:, chosen], shift) * scale
+    wide = wide_dtype(low.device)
+    scale_c, shift_c = (_vector(v, low.shape[1], high.new_empty(0, dtype=wide))[chosen] for v in (scale, shift))
+    reach = torch.maximum(high[:, chosen].to(wide) - shift_c, shift_c - low[:, chosen].to(wide))
+    return (reach * scale_c.abs()).amax(1)
 
 
 # ---------------------------------------------------------------------------------------------- color balance
@@ -239,7 +288,7 @@ def balance(x: torch.Tensor, affine: RgbAffine, target: torch.Tensor | None, cha
     The affine takes x's units (raw values with fmt.rgb_affine, scaled ones with scaled_affine).
     """
     latent, means, offsets = _balanced(x, affine, target, channels, strength)
-    weight, bias = affine.weight.to(means), affine.bias.to(means)
+    weight, bias = (v.to(means) for v in affine.mean_map())
     return Balanced(latent, means @ weight + bias, (means + offsets) @ weight + bias)
 
 
@@ -269,7 +318,8 @@ def balance_offsets(means: torch.Tensor, affine: RgbAffine, target: torch.Tensor
     """
     goal = None if target is None else tuple(float(v) for v in torch.as_tensor(target).flatten())
     require(goal is None or len(goal) == 3, "The target color needs three values (RGB).")
-    weight, bias = tuple(map(tuple, affine.weight.tolist())), tuple(affine.bias.tolist())
+    mean_weight, mean_bias = affine.mean_map()
+    weight, bias = tuple(map(tuple, mean_weight.tolist())), tuple(mean_bias.tolist())
     matrix, vector = _balance_map(weight, bias, tuple(channels), goal)
     return means @ matrix.to(means) + vector.to(means)
 
@@ -293,9 +343,14 @@ def _balance_map(weight: tuple, bias: tuple, channels: tuple, target: tuple | No
 
 def scaled_affine(affine: RgbAffine, fmt: LatentFormat) -> RgbAffine:
     """The same map taking SCALED latents: raw = scaled / scale + shift."""
-    weight = affine.weight / fmt.scale
-    bias = affine.bias + fmt.shift * affine.weight.sum(0)
-    return RgbAffine(weight, bias, affine.label + " (scaled input)")
+    if fmt.uniform:
+        weight = affine.weight / fmt.scale
+        bias = affine.bias + fmt.shift * affine.weight.sum(-2)
+    else:
+        scale, shift = fmt.unit_vectors(affine.weight.dtype)
+        weight = affine.weight / scale[:, None]
+        bias = affine.bias + shift @ affine.weight
+    return RgbAffine(weight, bias, affine.label + " (scaled input)", affine.block)
 
 
 def parse_color(text: str) -> torch.Tensor | None:

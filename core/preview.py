@@ -11,7 +11,7 @@ RESAMPLE_MODES = ("nearest", "bilinear")
 
 
 def linear_rgb(raw: torch.Tensor, affine: RgbAffine, clamp: bool = True) -> torch.Tensor:
-    """[B, C, H, W] raw latent -> [B, 3, H, W] RGB in [0, 1]."""
+    """[B, C, H, W] raw latent -> [B, 3, H * block_h, W * block_w] RGB in [0, 1] (block: see RgbAffine)."""
     require(raw.shape[1] == affine.channels,
             f"The latent has {raw.shape[1]} channels but the factors '{affine.label}' expect {affine.channels}.",
             "Pick factors made for this latent's format, or fit a factor file for its VAE.")
@@ -24,7 +24,26 @@ def linear_rgb(raw: torch.Tensor, affine: RgbAffine, clamp: bool = True) -> torc
 def _affine_rgb(raw: torch.Tensor, affine: RgbAffine) -> torch.Tensor:
     weight = affine.weight.to(raw.device, raw.dtype)
     bias = affine.bias.to(raw.device, raw.dtype)
-    return torch.einsum("bchw,ck->bkhw", raw, weight) + bias.view(1, 3, 1, 1)
+    if not affine.blocked:
+        return torch.einsum("bchw,ck->bkhw", raw, weight) + bias.view(1, 3, 1, 1)
+    (block_h, block_w), (batch, _, height, width) = affine.block, raw.shape
+    subpixels = torch.einsum("bchw,sck->bskhw", raw, weight) + bias.view(1, -1, 3, 1, 1)
+    subpixels = subpixels.view(batch, block_h, block_w, 3, height, width).permute(0, 3, 4, 1, 5, 2)
+    return subpixels.reshape(batch, 3, height * block_h, width * block_w)
+
+
+def frames_of(raw: torch.Tensor, stride: int = 1, limit: int = 0) -> torch.Tensor:
+    """[B, C, T, H, W] -> [B * T', C, H, W], item-major (every kept frame of item 0, then of item 1...): every
+    `stride`-th frame, at most `limit` of them per item (0: all). A 4-D latent comes back as it is."""
+    if raw.ndim == 4:
+        return raw
+    require(raw.ndim == 5, f"Expected a latent [B, C, H, W] or [B, C, T, H, W]; got shape {tuple(raw.shape)}.")
+    require(stride >= 1 and limit >= 0, f"frame_stride {stride} and frame_limit {limit} must be >= 1 and >= 0.",
+            "Use stride 1 for every frame and limit 0 for no limit.")
+    kept = raw[:, :, ::stride]
+    if limit:
+        kept = kept[:, :, :limit]
+    return kept.movedim(2, 1).reshape(-1, raw.shape[1], *raw.shape[3:])
 
 
 def upscale(images: torch.Tensor, factor: int, mode: str = "nearest") -> torch.Tensor:
@@ -37,15 +56,27 @@ def upscale(images: torch.Tensor, factor: int, mode: str = "nearest") -> torch.T
     return F.interpolate(images, scale_factor=factor, mode="bilinear", align_corners=False).clamp_(0, 1)
 
 
-def preview_images(raw: torch.Tensor, affine: RgbAffine, factor: int = 1, mode: str = "nearest") -> torch.Tensor:
-    """Raw latent -> ComfyUI IMAGE [B, H*factor, W*factor, 3], every batch item."""
-    rgb = upscale(linear_rgb(raw, affine), factor, mode)
+def pick_frame(x: torch.Tensor, frame: int) -> torch.Tensor:
+    """[B, C, T, H, W] -> frame `frame` of every item, [B, C, H, W]."""
+    frames = x.shape[2]
+    require(0 <= frame < frames, f"Frame {frame} does not exist: the video latent has {frames} frames (0..{frames - 1}).",
+            f"Set frame to 0..{frames - 1}.")
+    return x[:, :, frame]
+
+
+def preview_images(raw: torch.Tensor, affine: RgbAffine, factor: int = 1, mode: str = "nearest",
+                   frame_stride: int = 1, frame_limit: int = 0) -> torch.Tensor:
+    """Raw latent -> ComfyUI IMAGE [N, H*factor, W*factor, 3] (H, W: of linear_rgb): every batch item, and for a
+    video latent every kept frame of every item, item-major (see frames_of)."""
+    frames = frames_of(raw, frame_stride, frame_limit)
+    rgb = upscale(linear_rgb(frames, affine), factor, mode)
     return rgb.permute(0, 2, 3, 1).contiguous()
 
 
 def mean_color(raw: torch.Tensor, affine: RgbAffine) -> torch.Tensor:
-    """Mean RGB of each item's unclamped linear preview: [B, 3] float32. Linear, so it equals preview(mean latent).
+    """Mean RGB of each item's unclamped linear preview (over every frame of a video): [B, 3] float32. Linear, so it equals preview(mean latent).
     Summed in float64, so only a color beyond the float32 range (of a latent near it) comes out as ±inf."""
     wide = wide_dtype(raw.device)
-    channel_means = raw.mean(dim=(2, 3), dtype=wide)
-    return (channel_means @ affine.weight.to(raw.device, wide) + affine.bias.to(raw.device, wide)).float()
+    channel_means = raw.flatten(2).mean(dim=2, dtype=wide)
+    weight, bias = affine.mean_map()
+    return (channel_means @ weight.to(raw.device, wide) + bias.to(raw.device, wide)).float()

@@ -9,6 +9,7 @@ import torch
 
 from . import render
 from .errors import require
+from .preview import pick_frame
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 SIGMA_K_RANGE = (0.5, 10.0)
@@ -41,7 +42,7 @@ def channel_stats(values: torch.Tensor, sigma_k: float = 3.0) -> dict:
 
 
 def per_item_stats(latent: torch.Tensor, sigma_k: float = 3.0) -> list[dict]:
-    """[B, C, H, W] -> one channel_stats dict per batch item."""
+    """[B, C, ...] -> one channel_stats dict per batch item (over every frame of a video)."""
     flat = latent.flatten(2)
     return [channel_stats(item, sigma_k) for item in flat]
 
@@ -53,8 +54,9 @@ def batch_stats(latent: torch.Tensor, sigma_k: float = 3.0) -> dict:
 # ---------------------------------------------------------------------------------------------- the report
 
 def stats_report(values: torch.Tensor, names: list, sigma_k: float, colors: torch.Tensor | None = None,
-                 format_key: str | None = None, units: str = "raw") -> dict:
-    """The Latent Stats report of `values` [B, C, H, W] (in the units named), per item and over the batch.
+                 format_key: str | None = None, units: str = "raw", frame: int = 0) -> dict:
+    """The Latent Stats report of `values` [B, C, H, W] or [B, C, T, H, W] (in the units named), per item and over
+    the batch; a video's figures cover all its frames, and "frame" holds those of frame `frame` alone.
 
     colors: each item's mean preview color [B, 3] (clamped to 0..1 here), or None for no color cast.
     """
@@ -76,6 +78,14 @@ def stats_report(values: torch.Tensor, names: list, sigma_k: float, colors: torc
     }
     if casts is not None:
         report["color_cast"] = _color(casts.mean(0))
+    if values.ndim == 5:
+        picked = pick_frame(values, frame)
+        report["frame"] = {
+            "index": frame, "frames": values.shape[2],
+            "batch": _by_channel(batch_stats(picked, sigma_k), names),
+            "items": [{"index": i, "channels": _by_channel(item, names)}
+                      for i, item in enumerate(per_item_stats(picked, sigma_k))],
+        }
     return report
 
 
@@ -102,6 +112,11 @@ def stats_text(report: dict) -> str:
     if "color_cast" in report:
         cast = report["color_cast"]
         lines.append(f"color cast (mean preview color): {cast['hex']} rgb {cast['rgb']}")
+    if "frame" in report:
+        frame = report["frame"]
+        lines.append(f"frame {frame['index']} of {frame['frames']}:")
+        lines += [f"{row['name']:>12}: mean {row['mean']:+.3f} std {row['std']:.3f} min {row['min']:+.3f} "
+                  f"max {row['max']:+.3f}" for row in frame["batch"]]
     return "\n".join(lines)
 
 

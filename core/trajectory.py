@@ -1,7 +1,7 @@
 """A record of each model call's x0 prediction during sampling, and its filmstrip and stats plots.
 
-What is kept per call is small: per item and channel mean, std, min and max (scaled units) and a linear preview
-shrunk to at most `preview_side` cells a side, as uint8. A record holds the last few sampling runs so a viewer
+What is kept per call is small: per item and channel mean, std, min and max (scaled units, over every frame of a
+video) and a linear preview (a video's middle frame) shrunk to at most `preview_side` cells a side, as uint8. A record holds the last few sampling runs so a viewer
 can pick the run whose output it was given.
 """
 from dataclasses import dataclass, field
@@ -46,6 +46,9 @@ def frame_stats(x0: torch.Tensor) -> torch.Tensor:
 
 
 def small_preview(x0: torch.Tensor, affine: RgbAffine, side: int) -> torch.Tensor | None:
+    """A video prediction [B, C, T, H, W] is shown by its middle frame."""
+    if x0.ndim == 5:
+        x0 = x0[:, :, x0.shape[2] // 2]
     if x0.ndim != 4:
         return None
     rgb = linear_rgb(x0.detach().float(), affine)

@@ -4,16 +4,21 @@ import torch
 from .errors import require
 
 
-def check_latent(samples, finite: bool = True) -> torch.Tensor:
-    """finite=False leaves the NaN/inf scan to the caller (an operation that finds them in its own reduction)."""
+def check_latent(samples, finite: bool = True, video: bool = False) -> torch.Tensor:
+    """finite=False leaves the NaN/inf scan to the caller (an operation that finds them in its own reduction).
+    video=True also accepts [batch, channels, frames, height, width]."""
     require(isinstance(samples, torch.Tensor),
             f"LATENT['samples'] must be a tensor, got {type(samples).__name__}.",
             "Connect a LATENT output (Empty Latent Image, VAE Encode, KSampler...).")
-    require(samples.ndim == 4,
-            f"LATENT must be [batch, channels, height, width]; got {samples.ndim} dimensions {tuple(samples.shape)}.",
-            "Video latents (5-D) are not supported; pass image latents.")
-    batch, channels, height, width = samples.shape
-    require(batch >= 1 and channels >= 1 and height >= 1 and width >= 1,
+    if video:
+        require(samples.ndim in (4, 5),
+                f"LATENT must be [batch, channels, height, width] or [batch, channels, frames, height, width]; got "
+                f"{samples.ndim} dimensions {tuple(samples.shape)}.", "Pass an image or video latent.")
+    else:
+        require(samples.ndim == 4,
+                f"LATENT must be [batch, channels, height, width]; got {samples.ndim} dimensions "
+                f"{tuple(samples.shape)}.", "Video latents (5-D) are not supported here; pass image latents.")
+    require(all(size >= 1 for size in samples.shape),
             f"LATENT is empty: shape {tuple(samples.shape)}.",
             "Every dimension must be at least 1.")
     require(samples.is_floating_point(), f"LATENT must hold floats, got {samples.dtype}.")
@@ -26,9 +31,12 @@ def check_image(images) -> torch.Tensor:
     require(isinstance(images, torch.Tensor),
             f"IMAGE must be a tensor, got {type(images).__name__}.", "Connect an IMAGE output.")
     require(images.ndim == 4,
-            f"IMAGE must be [batch, height, width, channels]; got shape {tuple(images.shape)}.")
+            f"IMAGE must be [batch, height, width, channels]; got shape {tuple(images.shape)}.",
+            "Connect an IMAGE output (Load Image, VAE Decode...); a MASK or LATENT has another shape.")
     batch, height, width, channels = images.shape
-    require(batch >= 1 and height >= 1 and width >= 1, f"IMAGE is empty: shape {tuple(images.shape)}.")
+    require(batch >= 1 and height >= 1 and width >= 1, f"IMAGE is empty: shape {tuple(images.shape)}.",
+            "Connect an IMAGE with at least one picture (Load Image, VAE Decode...); a node upstream filtered "
+            "every image out." if batch == 0 else "Connect an IMAGE of at least 1x1 pixels.")
     require(channels == 3,
             f"IMAGE has {channels} channels; RGB (3) is needed.",
             "Drop the alpha channel first (for example with an 'Image RGB' or 'Split Image with Alpha' node).")

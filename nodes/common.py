@@ -5,9 +5,9 @@ import math
 
 import torch
 
-from ..adapters.comfy_objects import model_format_hint
+from ..adapters.comfy_formats import format_catalog, model_format
 from ..core.errors import LatentLabInputError, require
-from ..core.formats import FORMAT_CHOICES, LATENT_FORMAT_KEY, LatentFormat, resolve_format
+from ..core.formats import LATENT_FORMAT_KEY, LatentFormat, resolve_format
 from ..core.validate import check_latent
 
 CATEGORY = "Latent Lab"
@@ -32,12 +32,19 @@ def node_errors(display_name: str):
     return decorate
 
 
+def format_choices() -> list:
+    """auto, the built-in keys (sd15, sdxl, sd3, flux), then every ComfyUI format class with RGB factors."""
+    return ["auto"] + list(format_catalog())
+
+
 def format_input(tooltip_extra: str = "") -> tuple:
-    return (list(FORMAT_CHOICES), {
+    return (format_choices(), {
         "default": "auto",
         "tooltip": "Latent format (sets units and RGB factors). auto: from the connected MODEL, from a Latent Lab "
-                   "tag on the LATENT, or from the channel count when only one format has it. "
-                   "4-channel latents are SD1.x or SDXL: pick one or connect the MODEL." + tooltip_extra,
+                   "tag on the LATENT, or from the channel count when only one format of the latent's shape "
+                   "(image or video) has it. 4-channel latents are SD1.x or SDXL, 16-channel videos Wan or "
+                   "HunyuanVideo: pick one or connect the MODEL. Names in capitals are ComfyUI's format classes "
+                   "(Wan21, HunyuanVideo, Flux...)." + tooltip_extra,
     })
 
 
@@ -53,16 +60,17 @@ MODEL_HINT = ("MODEL", {"tooltip": "Optional: the model that made this latent; i
 LATENT_INPUT = ("LATENT", {"tooltip": "The latent to inspect (every batch item is used)."})
 
 
-def samples_of(latent, finite: bool = True) -> torch.Tensor:
+def samples_of(latent, finite: bool = True, video: bool = False) -> torch.Tensor:
+    """video: [B, C, T, H, W] latents are accepted besides [B, C, H, W]."""
     require(isinstance(latent, dict) and "samples" in latent,
             "The LATENT input is not a ComfyUI latent (a dict with 'samples').", "Connect a LATENT output.")
-    return check_latent(latent["samples"], finite)
+    return check_latent(latent["samples"], finite, video)
 
 
 def latent_format(latent: dict, choice: str, model=None) -> LatentFormat:
     samples = latent["samples"]
-    hint = model_format_hint(model) or latent.get(LATENT_FORMAT_KEY)
-    return resolve_format(choice, samples.shape[1], hint)
+    hint = model_format(model) or latent.get(LATENT_FORMAT_KEY)
+    return resolve_format(choice, samples.shape[1], hint, format_catalog(), samples.ndim)
 
 
 def in_units(samples: torch.Tensor, units: str, fmt: LatentFormat | None) -> torch.Tensor:

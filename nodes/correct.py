@@ -1,6 +1,7 @@
 """Correct: center, soft-clamp, maximize and color-balance latents, on LATENTs and during sampling."""
 
-from ..adapters.comfy_objects import model_format_hint, model_latent_channels
+from ..adapters.comfy_formats import format_catalog, model_format
+from ..adapters.comfy_objects import model_latent_channels
 from ..adapters.correction_patch import TIMELINES, correction_model, trajectory_model
 from ..adapters.ui import preview_images
 from ..core import correct_ops as ops
@@ -16,7 +17,8 @@ from .factors import factors_input, rgb_affine, validate_factors_choice
 
 AREA = f"{CATEGORY}/Correct"
 SCALED = " In scaled units ((raw - shift) x scale, the sampler's and the SDXL-latent blog's units; SDXL ends near ±4)."
-LATENT_IN = ("LATENT", {"tooltip": "The latent to correct. Each batch item is corrected on its own; the input is not changed."})
+LATENT_IN = ("LATENT", {"tooltip": "The latent to correct. Each batch item is corrected on its own (a video item over "
+                                   "all its frames); the input is not changed."})
 LATENT_OUT = "The corrected latent (raw values, like any LATENT), tagged with its format."
 
 
@@ -25,7 +27,7 @@ def channels_input(operation: str, what: str) -> tuple:
     return ("STRING", {
         "default": "auto",
         "tooltip": f"Channels to {what}. auto: SDXL {defaults['sdxl']['channels'][operation]}, "
-                   f"SD1.x {defaults['sd15']['channels'][operation]} (16-channel formats need an explicit choice: "
+                   f"SD1.x {defaults['sd15']['channels'][operation]} (other formats need an explicit choice: "
                    "their channel meanings are unknown). Or 'all', or a comma list of indices (0-based), ranges "
                    "(0-2) and SDXL names (luminance, cyan/red, lime/purple, pattern).",
     })
@@ -38,7 +40,7 @@ def strength_input(what: str) -> tuple:
 
 def _latent_and_format(latent, format_choice, model):
     # NaN and inf are caught by each operation's check of its own result, not by a separate scan.
-    samples = samples_of(latent, finite=False)
+    samples = samples_of(latent, finite=False, video=True)
     return samples, latent_format(latent, format_choice, model)
 
 
@@ -69,7 +71,7 @@ class LatentCenter:
     def center(self, latent, format, channels, channel_strength, global_strength, model=None):
         samples, fmt = _latent_and_format(latent, format, model)
         strengths = parse_channels(channels, samples.shape[1], fmt, "center", channel_strength)
-        out = ops.center(samples, strengths, global_strength, fmt.shift)
+        out = ops.center(samples, strengths, global_strength, fmt.shift, scale=fmt.scale)
         return (with_samples(latent, out, fmt),)
 
 
@@ -180,7 +182,7 @@ class LatentColorBalance:
 
     @node_errors("Latent Color Balance")
     def balance(self, latent, format, factors, target, channels, strength, model=None):
-        samples = samples_of(latent, finite=False)
+        samples = samples_of(latent, finite=False, video=True)
         goal = ops.parse_color(target)
         affine = rgb_affine(latent, factors, format, model)
         fmt = self._format(latent, format, model, channels)
@@ -202,7 +204,10 @@ class LatentColorBalance:
 
 
 def _model_format(model, format_choice):
-    return resolve_format(format_choice, model_latent_channels(model), model_format_hint(model))
+    catalog, hint = format_catalog(), model_format(model)
+    chosen = catalog.get(format_choice)
+    ndim = hint.latent_ndim if hint is not None else chosen.latent_ndim if chosen is not None else 4
+    return resolve_format(format_choice, model_latent_channels(model), hint, catalog, ndim)
 
 
 PRESET_CHOICES = tuple(schedules.PRESETS) + ("custom",)

@@ -45,6 +45,8 @@ def _load(path: str, mtime: float) -> RgbAffine:
 def rgb_affine(latent: dict, factors: str, format_choice: str, model=None) -> RgbAffine:
     if factors in BUILTIN:
         fmt = latent_format(latent, format_choice, model)
+        require(fmt.factor_sets, f"The {fmt.label} format has no linear RGB factors in ComfyUI.",
+                "Choose a fitted factor file in factors. " + FIT_HINT)
         require(factors in fmt.factor_sets,
                 f"The '{factors}' factors exist for SDXL only; this latent is {fmt.label}.",
                 "Use factors 'comfyui', or a fitted file.")

@@ -48,7 +48,7 @@ def test_problems_catches_broken_workflows():
     broken["nodes"][0]["type"] = "NoSuchNode"
     broken["links"][0][5] = "IMAGE"
     ours = next(n for n in broken["nodes"] if n["type"] == "LatentLabChannelMaps")
-    ours["widgets_values"][-1] = 999
+    ours["widgets_values"][3] = 999  # tile_scale, max 16
     found = "\n".join(problems(broken, SPECS))
     assert "unknown type NoSuchNode" in found and "type IMAGE" in found and "outside" in found
 
