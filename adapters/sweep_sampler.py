@@ -293,6 +293,26 @@ def check_conditioning(conditioning, name: str) -> None:
                     "A sweep varies CFG and seed over one prompt: use conditioning with a single prompt.")
 
 
+MODEL_PARTS = ("clone", "get_model_object", "load_device", "model", "model_options")
+
+
+def check_model(model) -> None:
+    """Refuses anything but a ComfyUI MODEL (a ModelPatcher) before ComfyUI is asked to sample with it."""
+    require(all(hasattr(model, part) for part in MODEL_PARTS),
+            "The model input is not a ComfyUI MODEL.", "Connect a MODEL output (Load Checkpoint...).")
+
+
+def check_inputs(model, positive, negative, latent: dict | None = None) -> None:
+    """What the sweep refuses before ComfyUI is touched: conditioning, a nested latent, anything but a MODEL."""
+    check_conditioning(positive, "positive")
+    check_conditioning(negative, "negative")
+    if latent is not None:
+        require(not getattr(latent.get("samples"), "is_nested", False),
+                "The latent_image is a nested latent (several latents in one, such as video with audio).",
+                "A sweep takes one plain image latent; sweep such models with separate KSampler runs.")
+    check_model(model)
+
+
 def free_memory_for_cells(model) -> float:
     """Free bytes for cells, before the model is loaded: less what the model still needs resident on a GPU (nothing
     when it streams its weights)."""
@@ -356,11 +376,7 @@ def per_cell_note(sampler_name: str) -> str:
 def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: int, sampler_name: str,
                  scheduler: str, denoise: float, max_batch: int = 0, per_cell: bool = False) -> tuple:
     """Sample every cell; returns (raw samples [N, C, H, W] on the intermediate device, run info dict)."""
-    check_conditioning(positive, "positive")
-    check_conditioning(negative, "negative")
-    require(not getattr(latent["samples"], "is_nested", False),
-            "The latent_image is a nested latent (several latents in one, such as video with audio).",
-            "A sweep takes one plain image latent; sweep such models with separate KSampler runs.")
+    check_inputs(model, positive, negative, latent)
     comfy_sample, samplers, utils = comfy("comfy.sample"), comfy("comfy.samplers"), comfy("comfy.utils")
     latent_image = fitted_latent(model, latent)
     batch_index = latent.get("batch_index")
@@ -388,7 +404,8 @@ def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: in
         guider = guider_class()(model)
         guider.set_conds(positive, negative)
         guider.set_cells([cell.cfg for cell in members], [cell.row for cell in members], per_cell)
-        samples = guider.sample(torch.cat([noise[s] for s in seeds]), latent_image.repeat(len(members), *[1] * (latent_image.ndim - 1)),
+        start = latent_image.repeat(len(members), *[1] * (latent_image.ndim - 1))
+        samples = guider.sample(torch.cat([noise[s] for s in seeds]), start,
                                 sampler_for(sampler_name, seeds), sigmas, denoise_mask=noise_mask,
                                 callback=progress.callback(number), disable_pbar=not utils.PROGRESS_BAR_ENABLED,
                                 seed=seeds[0])

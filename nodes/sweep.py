@@ -1,5 +1,6 @@
 """Sweep: every CFG value (and seed) in one batched sampling pass, and a labeled grid of the results."""
-from ..adapters.sweep_sampler import DOWNSCALE_KEYS, per_cell_batches, sampler_names, scheduler_names, sweep_sample
+from ..adapters.sweep_sampler import (DOWNSCALE_KEYS, check_inputs, per_cell_batches, sampler_names,
+                                      scheduler_names, sweep_sample)
 from ..adapters.ui import preview_images
 from ..core import grid as grids
 from ..core.errors import require
@@ -113,6 +114,7 @@ class CFGSweepSampler:
         cfgs, seed_list = parse_axes(cfg_values, seeds, seed)
         check_cell_count(len(cfgs) * len(seed_list), max_cells)
         cells = make_cells(cfgs, seed_list)
+        check_inputs(model, positive, negative, latent_image)
         per_cell = per_cell_batches(model, auto=model_batch == AUTO, exact=model_batch == EXACT,
                                     sampler_name=sampler_name)
         result, run = sweep_sample(model, positive, negative, latent_image, cells, steps, sampler_name,

@@ -7,9 +7,10 @@ from latent_lab.nodes.sweep import CFGSweepSampler, parse_axes
 
 
 def run(latent=None, cfg_values="3, 7", seeds="", max_cells=64, seed=5, model_batch="all cells", positive=(),
-        steps=4, denoise=1.0, max_batch=0, sampler="euler", scheduler="normal"):
+        steps=4, denoise=1.0, max_batch=0, sampler="euler", scheduler="normal", model=None, negative=()):
     latent = latent if latent is not None else {"samples": torch.zeros(1, 4, 8, 8)}
-    return CFGSweepSampler().sweep(None, seed, steps, cfg_values, sampler, scheduler, list(positive), [], latent,
+    return CFGSweepSampler().sweep(model, seed, steps, cfg_values, sampler, scheduler, list(positive), list(negative),
+                                   latent,
                                    denoise, seeds, max_batch, model_batch, max_cells)
 
 
@@ -124,3 +125,25 @@ def test_choices_and_texts_of_the_wrong_kind_are_refused_with_the_node_name(inpu
     with pytest.raises(LatentLabInputError, match=match) as caught:
         run(**inputs)
     assert str(caught.value).startswith("Latent Lab · CFG Sweep Sampler:")
+
+
+ONE_PROMPT = ([torch.zeros(1, 77, 768), {}],)
+
+
+class PatcherWithout:
+    """A MODEL-like object missing what the sweep reads of ComfyUI's ModelPatcher (here: load_device)."""
+    model_options = {}
+
+    def clone(self):
+        return self
+
+    def get_model_object(self, name):
+        return None
+
+
+@pytest.mark.parametrize("model", [None, "model.safetensors", PatcherWithout()])
+def test_anything_but_a_model_is_refused_before_comfyui_is_touched(model):
+    with pytest.raises(LatentLabInputError, match="The model input is not a ComfyUI MODEL") as caught:
+        run(model=model, positive=ONE_PROMPT, negative=ONE_PROMPT, model_batch="auto")
+    assert str(caught.value).startswith("Latent Lab · CFG Sweep Sampler:")
+    assert "Load Checkpoint" in caught.value.fix
