@@ -10,8 +10,7 @@ def run(latent=None, cfg_values="3, 7", seeds="", max_cells=64, seed=5, model_ba
         steps=4, denoise=1.0, max_batch=0, sampler="euler", scheduler="normal", model=None, negative=()):
     latent = latent if latent is not None else {"samples": torch.zeros(1, 4, 8, 8)}
     return CFGSweepSampler().sweep(model, seed, steps, cfg_values, sampler, scheduler, list(positive), list(negative),
-                                   latent,
-                                   denoise, seeds, max_batch, model_batch, max_cells)
+                                   latent, denoise, seeds, max_batch, model_batch, max_cells)
 
 
 def test_batch_of_more_than_one_latent_is_refused():
