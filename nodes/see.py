@@ -144,7 +144,10 @@ class LatentStats:
     def stats(self, latent, format, units, sigma_k, factors, model=None, frame=0):
         samples = samples_of(latent, video=True)
         fmt = _optional_format(latent, format, model, units)
-        affine = rgb_affine(latent, factors, format, model) if fmt is not None or factors not in ("comfyui", "blog") else None
+        builtin = factors in ("comfyui", "blog")
+        # no color cast without factors: a format ComfyUI gives none, or an ambiguous one in raw units
+        affine = rgb_affine(latent, factors, format, model) if not builtin or (fmt is not None and fmt.factor_sets) \
+            else None
         values = in_units(samples.double(), units, fmt)  # float64: scaled values of huge raw ones stay finite
         colors = preview.mean_color(samples, affine) if affine is not None else None
         report = stats.stats_report(values, _names(fmt, samples.shape[1]), sigma_k, colors,
