@@ -8,6 +8,7 @@ nodes under torch.inference_mode, whose weights autograd refuses to save).
 Neither ever tiles (VAE.encode/decode fall back to tiles on out-of-memory; tiles make their own spots):
 sizes that will not fit are refused up front with a size that will.
 """
+import contextlib
 import functools
 import math
 
@@ -16,7 +17,7 @@ import torch
 from ..core.errors import LatentLabInputError, require
 from ..core.probe import ProbeVAE
 from .comfy_objects import vae_channels, vae_downscale
-from .runtime import comfy, free_memory, intermediate_device, soft_empty_cache
+from .runtime import comfy, free_memory, intermediate_device, is_out_of_memory, soft_empty_cache
 
 MAP_GRAPH_FACTOR = 4.0  # autograd graph of the SD decoder at 256 px: ~2.5x memory_used_decode measured on CPU
 ENCODER_PARTS = ("encoder.", "quant_conv.", "taesd_encoder.")
@@ -111,11 +112,9 @@ class ComfyProbeVAE:
     # encode ----------------------------------------------------------
     def encode_moments(self, pixels: torch.Tensor) -> tuple:
         self.room(self.bytes_needed(pixels.shape[2], pixels.shape[3], "encode"))
-        try:
+        with self.memory_errors_named("encoder pass", pixels.shape):
             with torch.no_grad():
                 mean, logvar = raw_moments(self.vae, self.model, self.kind, pixels)
-        except self.oom_errors() as error:
-            raise self.out_of_memory("encoder pass", pixels.shape) from error
         device = intermediate_device()
         return mean.float().to(device), (None if logvar is None else logvar.float().to(device))
 
@@ -136,19 +135,22 @@ class ComfyProbeVAE:
         per_item = needed - self.decoder_bytes  # the weights are needed once, not once per item
         chunk = latent.shape[0] if math.isinf(free) else max(1, int((free - self.decoder_bytes) // per_item))
         parts = []
-        try:
-            with torch.inference_mode(False):
-                for start in range(0, latent.shape[0], chunk):
-                    z = latent[start:start + chunk].to(self.vae.device, torch.float32)
-                    out = torch.func.functional_call(self.wrapper, weights, (z,), strict=False)
-                    parts.append((out.float() + 1.0) / 2.0)
-        except self.oom_errors() as error:
-            raise self.out_of_memory("decoder pass", latent.shape) from error
+        with self.memory_errors_named("decoder pass", latent.shape), torch.inference_mode(False):
+            for start in range(0, latent.shape[0], chunk):
+                z = latent[start:start + chunk].to(self.vae.device, torch.float32)
+                out = torch.func.functional_call(self.wrapper, weights, (z,), strict=False)
+                parts.append((out.float() + 1.0) / 2.0)
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
-    def oom_errors(self) -> tuple:
-        oom = getattr(self.mm, "OOM_EXCEPTION", None) if self.mm is not None else None
-        return (oom,) if isinstance(oom, type) else (torch.cuda.OutOfMemoryError,)
+    @contextlib.contextmanager
+    def memory_errors_named(self, what: str, shape):
+        """Out-of-memory, in whatever form this ComfyUI and torch raise it, becomes a message with a fix."""
+        try:
+            yield
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            raise self.out_of_memory(what, shape) from error
 
     def notes(self) -> list:
         notes = []

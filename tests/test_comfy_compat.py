@@ -373,3 +373,18 @@ def test_a_nested_latent_is_refused_before_comfyui_is_touched():
     with pytest.raises(LatentLabInputError, match="nested latent"):
         sweep_sampler.sweep_sample(None, conditioning, conditioning, {"samples": nested}, [], 4, "euler", "normal",
                                    1.0)
+
+
+@pytest.mark.parametrize("error", [torch.OutOfMemoryError("CUDA out of memory"),
+                                   accelerator_error("CUDA error: out of memory")])
+def test_the_probe_names_out_of_memory_in_either_form(comfy_modules, error):
+    from latent_lab.adapters.vae_probe import ComfyProbeVAE
+    from latent_lab.core.errors import LatentLabInputError
+    comfy_modules(model_management=model_management(soft_empty_cache=lambda: None))
+    probe = ComfyProbeVAE.__new__(ComfyProbeVAE)
+    with pytest.raises(LatentLabInputError, match="Ran out of memory in the decoder pass"):
+        with probe.memory_errors_named("decoder pass", (1, 4, 8, 8)):
+            raise error
+    with pytest.raises(RuntimeError, match="shapes"):  # anything else passes through unchanged
+        with probe.memory_errors_named("decoder pass", (1, 4, 8, 8)):
+            raise RuntimeError("shapes cannot be multiplied")
