@@ -6,6 +6,7 @@
             | number "-" number "[" n "]"   n evenly spaced values, both ends included (n >= 2)
             | number "-" number "(" [+|-] step ")"   start, start+step, ... up to the end
     number := digits ["." digits] | "." digits      ASCII digits, no sign, no exponent
+Guidance lists (the guidance a FluxGuidance node writes) read like CFG lists, with the same 0..100 bounds.
 Seed lists take integers only, and also "+N": N seeds counting up from the base seed (the whole list).
 
 A stepped range includes its end when the end lies on the step grid (within 1e-9 of a step), as in
@@ -41,8 +42,8 @@ _SPECIAL = "-[]()"
 WHITESPACE = ("\t\n\v\f\r \x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006"
               "\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000\ufeff")
 
-KINDS = ("cfg", "seed")
-AXIS_NAMES = {"cfg": "CFG", "seed": "seed"}
+KINDS = ("cfg", "seed", "guidance")
+AXIS_NAMES = {"cfg": "CFG", "seed": "seed", "guidance": "guidance"}
 
 
 class SweepGrammarError(LatentLabInputError):
@@ -54,7 +55,7 @@ class SweepGrammarError(LatentLabInputError):
 
 
 def parse_values(text: str, kind: str = "cfg", base_seed: int = 0) -> list:
-    """The values a list stands for: floats for CFG, ints for seeds. Raises SweepGrammarError."""
+    """The values a list stands for: floats for CFG and guidance, ints for seeds. Raises SweepGrammarError."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     name = AXIS_NAMES[kind]
@@ -186,14 +187,15 @@ def _number(text: str, kind: str, shown: str, where: str):
 
 def _bounded(value, kind: str, where: str, text: str = ""):
     shown = excerpt(text, 24) if text else None
-    if kind == "cfg":
+    if kind != "seed":
+        name = AXIS_NAMES[kind]
         if not math.isfinite(value):
-            raise SweepGrammarError("non_finite", f"A CFG value ({where}) is not finite.",
-                                    "Use CFG values between 0 and 100.")
+            raise SweepGrammarError("non_finite", f"A {name} value ({where}) is not finite.",
+                                    f"Use {name} values between 0 and 100.")
         low, high = CFG_RANGE
         if not low <= value <= high:
-            raise SweepGrammarError("range", f"CFG {shown or format_number(value)} ({where}) is outside "
-                                    f"{low:g}..{high:g}.", "Use CFG values between 0 and 100.")
+            raise SweepGrammarError("range", f"{name} {shown or format_number(value)} ({where}) is outside "
+                                    f"{low:g}..{high:g}.", f"Use {name} values between 0 and 100.")
     else:
         low, high = SEED_RANGE
         if not low <= value <= high:
@@ -316,7 +318,7 @@ def _run_at(values: list, start: int, kind: str) -> tuple:
 def _range_text(a, b, step, kind: str):
     if step == 0:
         return None
-    if kind == "cfg":
+    if kind != "seed":
         step = round(step, DECIMALS)
     if abs(step) == 1:
         return f"{format_number(a)}-{format_number(b)}"

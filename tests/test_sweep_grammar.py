@@ -31,7 +31,7 @@ def test_vectors_file_is_simple_and_covers_every_error_kind():
     assert isinstance(VECTORS, list) and len(VECTORS) >= 40
     for vector in VECTORS:
         assert set(vector) <= {"text", "kind", "values", "error", "base"}
-        assert vector["kind"] in ("cfg", "seed") and isinstance(vector["text"], str)
+        assert vector["kind"] in ("cfg", "seed", "guidance") and isinstance(vector["text"], str)
         assert ("values" in vector) != ("error" in vector)
     assert {v["error"] for v in VECTORS if "error" in v} == ERROR_KINDS
 
@@ -171,6 +171,28 @@ def test_any_text_parses_within_bounds_or_fails_cleanly(text, kind):
 def test_cfg_values_are_rounded_to_ten_decimals(value):
     text = f"{value:.14f}"
     assert parse_values(text, "cfg") == [round(float(text), 10)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789.,-+[]() x", max_size=24))
+def test_a_guidance_list_reads_exactly_as_a_cfg_list_with_its_own_name(text):
+    try:
+        expected = parse_values(text, "cfg")
+    except SweepGrammarError as cfg_error:
+        with pytest.raises(SweepGrammarError) as caught:
+            parse_values(text, "guidance")
+        assert caught.value.kind == cfg_error.kind
+        assert "CFG" not in caught.value.problem + caught.value.fix
+        return
+    assert parse_values(text, "guidance") == expected
+    assert parse_values(format_values(expected, "guidance"), "guidance") == expected
+
+
+def test_guidance_messages_name_the_guidance_list():
+    with pytest.raises(SweepGrammarError) as caught:
+        parse_values("3, 150", "guidance")
+    assert caught.value.kind == "range" and "guidance 150" in caught.value.problem
+    assert "guidance values between 0 and 100" in caught.value.fix
 
 
 def test_number_formatting_never_uses_exponents():

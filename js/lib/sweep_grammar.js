@@ -14,7 +14,7 @@ export const MAX_VALUES = 1024;
 export const MAX_TEXT = 32768;
 const DECIMALS = 10;
 const ON_GRID = 1e-9;
-const AXIS = { cfg: "CFG", seed: "seed" };
+const AXIS = { cfg: "CFG", seed: "seed", guidance: "guidance" };
 
 const NUMBER = /^(?:\d+(?:\.\d*)?|\.\d+)$/;
 const DIGITS = /^\d+$/;
@@ -79,10 +79,11 @@ function checkCount(count, name) {
 
 function bounded(value, kind, where, text = "") {
   const shown = text ? excerpt(text, 24) : null;
-  if (kind === "cfg") {
-    if (!Number.isFinite(value)) throw new SweepGrammarError("non_finite", `A CFG value (${where}) is not finite.`, "Use CFG values between 0 and 100.");
+  if (kind !== "seed") {
+    const name = AXIS[kind];
+    if (!Number.isFinite(value)) throw new SweepGrammarError("non_finite", `A ${name} value (${where}) is not finite.`, `Use ${name} values between 0 and 100.`);
     if (value < CFG_RANGE[0] || value > CFG_RANGE[1]) {
-      throw new SweepGrammarError("range", `CFG ${shown ?? formatNumber(value)} (${where}) is outside 0..100.`, "Use CFG values between 0 and 100.");
+      throw new SweepGrammarError("range", `${name} ${shown ?? formatNumber(value)} (${where}) is outside 0..100.`, `Use ${name} values between 0 and 100.`);
     }
   } else if (value < 0n || value > SEED_MAX) {
     throw new SweepGrammarError("range", `Seed ${shown ?? value} (${where}) is outside 0..${SEED_MAX}.`, "Use seeds between 0 and 18446744073709551615.");
@@ -236,7 +237,7 @@ function relativeSeeds(countText, kind, baseSeed) {
 
 /** The values a list stands for: Numbers for CFG, BigInts for seeds. Throws SweepGrammarError. */
 export function parseValues(text, kind = "cfg", baseSeed = 0) {
-  if (!(kind in AXIS)) throw new TypeError(`kind must be cfg or seed, got ${kind}`);
+  if (!(kind in AXIS)) throw new TypeError(`kind must be cfg, seed or guidance, got ${kind}`);
   const name = AXIS[kind];
   if (typeof text !== "string" || !strip(text)) throw new SweepGrammarError("empty", `The ${name} list is empty.`, example(kind));
   const length = codePoints(text);
@@ -263,13 +264,15 @@ export function parseValues(text, kind = "cfg", baseSeed = 0) {
   return values;
 }
 
-/** What the sweep node will run: {cfg, seeds, cells} or {error} (the first problem found). */
-export function sweepPreview(cfgText, seedsText, seed, maxCells = Infinity) {
+/** What the sweep node will run: {cfg, seeds, guidance, cells} or {error} (the first problem found); guidance
+ *  is null without a guidance list. */
+export function sweepPreview(cfgText, seedsText, seed, maxCells = Infinity, guidanceText = "") {
   try {
     const cfg = parseValues(cfgText, "cfg");
     const seeds = seedsText && strip(seedsText) ? parseValues(seedsText, "seed", BigInt(Math.max(0, Math.trunc(Number(seed) || 0)))) : null;
-    const cells = cfg.length * (seeds ? seeds.length : 1);
-    return { cfg, seeds, cells, tooMany: cells > maxCells };
+    const guidance = guidanceText && strip(guidanceText) ? parseValues(guidanceText, "guidance") : null;
+    const cells = cfg.length * (seeds ? seeds.length : 1) * (guidance ? guidance.length : 1);
+    return { cfg, seeds, guidance, cells, tooMany: cells > maxCells };
   } catch (error) {
     if (error instanceof SweepGrammarError) return { error };
     throw error;
