@@ -10,6 +10,7 @@ import struct
 
 from .errors import LatentLabInputError
 from .safefiles import inside
+from .validate import excerpt
 
 SUFFIX = ".latent"
 MAX_BYTES = 64 * 1024 * 1024
@@ -35,12 +36,12 @@ def _plain_parts(text: str, what: str) -> list:
         raise LatentFileError(400, f"The {what} is not text.", "Pick a file from the Explorer's list.")
     normalized = text.replace("\\", "/")
     if normalized.startswith("/") or (len(normalized) > 1 and normalized[1] == ":"):
-        raise LatentFileError(403, f"The {what} '{text}' is an absolute path.",
+        raise LatentFileError(403, f"The {what} '{excerpt(text, 80)}' is an absolute path.",
                               "Name files relative to ComfyUI's output or input folder.")
     parts = [p for p in normalized.split("/") if p not in ("", ".")]
     for part in parts:
         if part == ".." or part.startswith("."):
-            raise LatentFileError(403, f"The {what} '{text}' leaves its folder or names a hidden file.",
+            raise LatentFileError(403, f"The {what} '{excerpt(text, 80)}' leaves its folder or names a hidden file.",
                                   "Pick a file from the Explorer's list.")
     return parts
 
@@ -48,34 +49,34 @@ def _plain_parts(text: str, what: str) -> list:
 def resolve(roots: dict, root_type: str, filename: str, subfolder: str = "", max_bytes: int = MAX_BYTES) -> str:
     """The real path of an allowed .latent file, or LatentFileError (400/403/404/413)."""
     if root_type not in roots:
-        raise LatentFileError(400, f"Unknown folder type '{root_type}'.",
+        raise LatentFileError(400, f"Unknown folder type '{excerpt(root_type)}'.",
                               f"Use one of: {', '.join(sorted(roots))}.")
     name_parts = _plain_parts(filename, "file name")
     if not name_parts:
         raise LatentFileError(400, "No file name was given.", "Pick a file from the Explorer's list.")
     if len(name_parts) != 1:
-        raise LatentFileError(400, f"The file name '{filename}' contains a folder.",
+        raise LatentFileError(400, f"The file name '{excerpt(filename, 80)}' contains a folder.",
                               "Give the folder as 'subfolder' and the plain name as 'filename'.")
     if not name_parts[0].lower().endswith(SUFFIX):
-        raise LatentFileError(403, f"'{filename}' is not a {SUFFIX} file.",
+        raise LatentFileError(403, f"'{excerpt(filename, 80)}' is not a {SUFFIX} file.",
                               f"The Explorer reads only {SUFFIX} files (ComfyUI's Save Latent writes them).")
     root = roots[root_type]
     path = os.path.join(root, *_plain_parts(subfolder or "", "subfolder"), name_parts[0])
     if not inside(root, path):
-        raise LatentFileError(403, f"'{filename}' leads outside the {root_type} folder (through a link).",
+        raise LatentFileError(403, f"'{excerpt(filename, 80)}' leads outside the {root_type} folder (through a link).",
                               f"Copy the file into ComfyUI's {root_type} folder instead of linking it.")
     if not os.path.isfile(path):
         raise LatentFileError(404, f"There is no {SUFFIX} file '{_shown(subfolder, filename)}' in the "
                               f"{root_type} folder.", "Refresh the Explorer's list; the file may have been moved.")
     size = os.path.getsize(path)
     if size > max_bytes:
-        raise LatentFileError(413, f"'{filename}' is {size / 2**20:.1f} MiB; the Explorer reads files up to "
+        raise LatentFileError(413, f"'{excerpt(filename, 80)}' is {size / 2**20:.1f} MiB; the Explorer reads files up to "
                               f"{max_bytes / 2**20:.0f} MiB.", "Save a smaller latent (fewer batch items).")
     return os.path.realpath(path)
 
 
 def _shown(subfolder: str, filename: str) -> str:
-    return f"{subfolder.strip('/')}/{filename}" if subfolder else filename
+    return excerpt(f"{subfolder.strip('/')}/{filename}" if subfolder else filename, 80)
 
 
 def list_files(roots: dict, max_bytes: int = MAX_BYTES, limit: int = MAX_LISTED) -> list:
@@ -131,5 +132,7 @@ def header_summary(path: str) -> dict:
             raise ValueError("no latent_tensor")
         return {"shape": list(tensor["shape"]), "dtype": tensor["dtype"],
                 "legacy_scale": "latent_format_version_0" not in header}
+    except RecursionError:  # a header nested deeper than Python's stack
+        return {"shape": None, "dtype": None, "unreadable": "header nested too deeply"}
     except (OSError, ValueError, KeyError, TypeError) as error:
-        return {"shape": None, "dtype": None, "unreadable": str(error)}
+        return {"shape": None, "dtype": None, "unreadable": excerpt(str(error), 120)}

@@ -130,3 +130,21 @@ def test_routes_module_does_nothing_outside_comfyui():
     assert routes.roots() == {}
     assert os.path.isfile(os.path.join(routes.WEB_DIR, "index.html"))
     assert latent_files.MAX_BYTES >= 16 * 2**20
+
+
+def test_a_deeply_nested_header_is_listed_as_unreadable(folders):
+    roots, _ = folders
+    header = b"[" * 100_000 + b"]" * 100_000
+    with open(os.path.join(roots["input"], "nested.latent"), "wb") as handle:
+        handle.write(len(header).to_bytes(8, "little") + header)
+    entry = next(f for f in list_files(roots) if f["filename"] == "nested.latent")
+    assert entry["shape"] is None and entry["unreadable"] == "header nested too deeply"
+
+
+@pytest.mark.parametrize("filename, subfolder", [("a" * 100_000 + ".latent", ""), ("/" + "b" * 100_000, ""),
+                                                 ("x.latent", "c" * 100_000), ("d" * 50_000 + ".txt", "")])
+def test_refusals_quote_a_long_name_as_a_short_excerpt(folders, filename, subfolder):
+    roots, _ = folders
+    with pytest.raises(LatentFileError) as caught:
+        resolve(roots, "output", filename, subfolder)
+    assert len(caught.value.problem) < 300
