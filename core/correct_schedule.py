@@ -8,8 +8,8 @@ from typing import Callable, Sequence
 import torch
 
 from .channels import chosen_channels, parse_channels, parse_number
-from .correct_ops import (CLAMP_MODES, center, check_boundary, check_clamp_limits, color_balance, format_boundary,
-                          maximize, parse_color, scaled_affine, soft_clamp)
+from .correct_ops import (CLAMP_MODES, FORMAT_DEFAULTS, center, check_boundary, check_clamp_limits, color_balance,
+                          format_boundary, maximize, parse_color, scaled_affine, soft_clamp)
 from .errors import LatentLabInputError, require
 from .formats import LatentFormat, RgbAffine
 from .validate import excerpt
@@ -196,6 +196,7 @@ def compile_schedule(schedule: Sequence[Operation], fmt: LatentFormat) -> tuple:
 def _compile(op: Operation, fmt: LatentFormat, affine: RgbAffine) -> Callable:
     count = fmt.channels
     if op.kind == "soft_clamp":
+        _check_clamp_defaults(op, fmt)
         threshold, boundary, mode, relative = (float(op.option("threshold")), float(op.option("boundary")),
                                                str(op.option("mode")), bool(op.option("relative")))
         require(mode in CLAMP_MODES, f"unknown mode '{excerpt(mode)}'.", f"Use one of {CLAMP_MODES}.")
@@ -214,6 +215,16 @@ def _compile(op: Operation, fmt: LatentFormat, affine: RgbAffine) -> Callable:
     channels = chosen_channels(str(op.option("channels")), count, fmt, "color_balance")
     target = parse_color(str(op.option("target")))
     return lambda x, amount: color_balance(x, affine, target, channels, amount)
+
+
+def _check_clamp_defaults(op: Operation, fmt: LatentFormat) -> None:
+    """The default limits (3.5 and 4, scaled) are where SD1.x and SDXL latents end; other formats give their own."""
+    if fmt.key in FORMAT_DEFAULTS or op.option("relative"):
+        return
+    missing = [key for key in ("threshold", "boundary") if key not in op.options]
+    require(not missing, f"soft_clamp has no default {' or '.join(missing)} for the {fmt.label} format.",
+            "Give threshold= and boundary= in scaled units (Latent Stats with units scaled shows how far this "
+            "model's latents reach), or relative=yes with fractions of each item's max|x|.")
 
 
 def apply_schedule(x: torch.Tensor, steps: Sequence[Step], percents: Sequence[float],

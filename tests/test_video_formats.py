@@ -75,7 +75,8 @@ def test_random_formats_corrections_act_in_the_formats_own_units(comfy_class, se
     assert torch.allclose(comfy_class.process_in(maximized.double()), ref.maximize(scaled, 3.0, chosen), atol=1e-4)
     target = torch.tensor([0.4, 0.5, 0.6])
     balanced = ops.color_balance(raw, fmt.rgb_affine(), target, list(range(count)))
-    assert torch.allclose(ref.mean_color(balanced, comfy_class).float(), target.expand(raw.shape[0], 3), atol=1e-4)
+    if torch.linalg.matrix_rank(torch.tensor(comfy_class.latent_rgb_factors)) == 3:  # exact only when rows span RGB
+        assert torch.allclose(ref.mean_color(balanced, comfy_class).float(), target.expand(raw.shape[0], 3), atol=1e-4)
 
 
 @settings(max_examples=20, deadline=None)
@@ -293,3 +294,9 @@ def test_blog_preset_on_a_format_without_defaults_says_what_to_set():
         schedules.compile_schedule(schedules.blog_schedule(), fmt)
     with pytest.raises(LatentLabInputError, match="no default boundary.*boundary=4"):
         schedules.compile_schedule(schedules.parse_schedule("maximize 90-100% channels=all"), fmt)
+    with pytest.raises(LatentLabInputError, match="no default threshold or boundary.*scaled units"):
+        schedules.compile_schedule(schedules.parse_schedule("soft_clamp 0-5%"), fmt)
+    assert schedules.compile_schedule(schedules.parse_schedule(
+        "soft_clamp 0-5% threshold=2 boundary=3\nsoft_clamp 0-5% relative=yes threshold=0.9 boundary=0.99\n"
+        "maximize 90-100% channels=all boundary=3"), fmt)
+    assert schedules.compile_schedule(schedules.parse_schedule("soft_clamp 0-5%\nmaximize 90-100%"), FORMATS["sdxl"])
