@@ -70,8 +70,8 @@ def resolve(roots: dict, root_type: str, filename: str, subfolder: str = "", max
                               f"{root_type} folder.", "Refresh the Explorer's list; the file may have been moved.")
     size = os.path.getsize(path)
     if size > max_bytes:
-        raise LatentFileError(413, f"'{excerpt(filename, 80)}' is {size / 2**20:.1f} MiB; the Explorer reads files up to "
-                              f"{max_bytes / 2**20:.0f} MiB.", "Save a smaller latent (fewer batch items).")
+        raise LatentFileError(413, f"'{excerpt(filename, 80)}' is {size / 2**20:.1f} MiB; the Explorer reads files "
+                              f"up to {max_bytes / 2**20:.0f} MiB.", "Save a smaller latent (fewer batch items).")
     return os.path.realpath(path)
 
 

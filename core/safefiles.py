@@ -21,8 +21,9 @@ RESERVED_NAMES = frozenset(["con", "prn", "aux", "nul"] + [f"{d}{n}" for d in ("
 
 def name_problem(name: str) -> str | None:
     """Why one file or folder name cannot be used on every system ComfyUI runs on, or None."""
-    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
-        return f"is {len(name.encode('utf-8', 'surrogatepass'))} bytes long; file names may have at most {MAX_NAME_BYTES}"
+    size = len(name.encode("utf-8", "surrogatepass"))
+    if size > MAX_NAME_BYTES:
+        return f"is {size} bytes long; file names may have at most {MAX_NAME_BYTES}"
     if name.split(".")[0].rstrip(" ").lower() in RESERVED_NAMES:
         return "is a reserved device name on Windows (CON, PRN, AUX, NUL, COM1-9, LPT1-9, with any extension)"
     return None
@@ -131,7 +132,8 @@ def check_specs(specs: dict, expected: dict, name: str) -> None:
     require(not extra, f"'{name}' holds tensors this file does not use: "
             f"{', '.join(excerpt(k) for k in extra[:5])}.", REFIT)
     for key, shape in expected.items():
-        require(key in specs, f"'{name}' has no '{key}' tensor.", "It was not made by Latent Lab's fit node; re-fit it.")
+        require(key in specs, f"'{name}' has no '{key}' tensor.",
+                "It was not made by Latent Lab's fit node; re-fit it.")
         require(specs[key][1] == tuple(shape), f"'{name}': tensor '{key}' has shape {specs[key][1]}, expected "
                 f"{tuple(shape)}.", "The file does not match this latent; re-fit it for this VAE.")
 
@@ -139,7 +141,8 @@ def check_specs(specs: dict, expected: dict, name: str) -> None:
 def expect_tensor(tensors: dict, key: str, shape: tuple, name: str) -> torch.Tensor:
     require(key in tensors, f"'{name}' has no '{key}' tensor.", "It was not made by Latent Lab's fit node; re-fit it.")
     tensor = tensors[key]
-    require(tensor.is_floating_point(), f"'{name}': tensor '{key}' holds {tensor.dtype} values, not floats.", "Re-fit it.")
+    require(tensor.is_floating_point(), f"'{name}': tensor '{key}' holds {tensor.dtype} values, not floats.",
+            "Re-fit it.")
     require(tuple(tensor.shape) == tuple(shape),
             f"'{name}': tensor '{key}' has shape {tuple(tensor.shape)}, expected {tuple(shape)}.",
             "The file does not match this latent; re-fit it for this VAE.")

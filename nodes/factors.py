@@ -31,7 +31,8 @@ def validate_factors_choice(factors: str):
     if factors in BUILTIN:
         return True
     try:
-        inspect_factors(folders.resolve("latent_rgb", factors, FIT_HINT))  # the header only: this runs on the event loop
+        # the header only: input checks run on ComfyUI's event loop
+        inspect_factors(folders.resolve("latent_rgb", factors, FIT_HINT))
     except ValueError as error:
         return str(error)
     return True
