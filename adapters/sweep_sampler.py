@@ -8,8 +8,12 @@ What a cell gets is what a batch-1 KSampler with that cell's seed and CFG gets:
 - for ancestral and SDE samplers the same per-step noise: one generator (or Brownian tree) per cell,
   seeded with the cell's seed, drawing batch-1 noise, as default_noise_sampler / BrownianTreeNoiseSampler
   do in a batch-1 run.
-Cells whose model input is bitwise identical (same seed, before their CFG makes them differ: the first
-step) are evaluated once and share the result.
+Cells whose model input is bitwise identical (same seed and guidance, before their CFG makes them differ: the
+first step) are evaluated once and share the result.
+A guidance axis (guidance-distilled models: Flux.1-dev, HunyuanVideo...) gives each cell the guidance a
+FluxGuidance node in front of KSampler's positive input would: the positive conditioning carries a guidance,
+and a model_function_wrapper puts each cell's own value into the positive rows of every batched model call
+(ComfyUI builds c["guidance"] from the conditioning, one value per row, rows grouped per cond entry).
 A sampler the sweep has not classified (one added to ComfyUI after the lists below were checked) runs each cell
 alone, with the sampler's own noise: exactly a separate KSampler run, in any model_batch mode.
 """
@@ -183,13 +187,17 @@ def guider_class():
     class SweepGuider(samplers.CFGGuider):
         """CFGGuider with one CFG scale per batch item (cell), and shared evaluation of identical inputs."""
 
-        def set_cells(self, scales: list, groups: list, per_cell: bool = False):
-            """groups: cells that may share a model evaluation when their inputs are identical (same seed).
+        def set_cells(self, scales: list, groups: list, per_cell: bool = False, guidances: list | None = None):
+            """groups: cells that may share a model evaluation when their inputs are identical (same seed and
+            guidance).
 
             per_cell: evaluate the model one cell at a time, in the batch a batch-1 KSampler uses, so each
             cell is bitwise equal to a separate run; unit-scale cells then only share with each other.
+            guidances: each cell's guidance (None: the conditioning's own).
             """
             self.scales = [float(s) for s in scales]
+            self.guidances = None if guidances is None else torch.tensor([float(g) for g in guidances],
+                                                                         dtype=torch.float32)
             self.per_cell = per_cell
             self.groups = [(g, sweep_cfg.is_unit_scale(s)) for g, s in zip(groups, self.scales)] if per_cell \
                 else list(groups)
@@ -202,16 +210,21 @@ def guider_class():
             positive, negative = self.conds.get("positive"), self.conds.get("negative")
             skip_unit = not model_options.get("disable_cfg1_optimization", False)
 
-            def evaluate(rows, step, with_uncond):
+            def options_for(cells):
+                if self.guidances is None:
+                    return model_options
+                return guidance_options(model_options, self.guidances[cells.cpu()])
+
+            def evaluate(rows, step, with_uncond, cells):
                 conds = [positive, negative if with_uncond else None]
                 if not self.per_cell:
-                    out = evaluate_conds(self.inner_model, conds, rows, step, model_options)
+                    out = evaluate_conds(self.inner_model, conds, rows, step, options_for(cells))
                     return out[0], (out[1] if with_uncond else None)
                 outs = []
                 for i in range(rows.shape[0]):
                     check_interrupt()
                     outs.append(evaluate_conds(self.inner_model, conds, rows[i:i + 1],
-                                               step[i:i + 1] if step.ndim > 0 else step, model_options))
+                                               step[i:i + 1] if step.ndim > 0 else step, options_for(cells[i:i + 1])))
                 return torch.cat([o[0] for o in outs]), (torch.cat([o[1] for o in outs]) if with_uncond else None)
 
             def combine(cond, uncond, needs):
@@ -296,6 +309,64 @@ def check_conditioning(conditioning, name: str) -> None:
 MODEL_PARTS = ("clone", "get_model_object", "load_device", "model", "model_options")
 
 
+def has_guidance_input(model) -> bool:
+    """Whether the diffusion model embeds a guidance value. ComfyUI's detection records it as guidance_embed
+    (read off the checkpoint's guidance_in weights) in the model's parameters and unet config."""
+    params = getattr(model.get_model_object("diffusion_model"), "params", None)
+    if hasattr(params, "guidance_embed"):
+        return bool(params.guidance_embed)
+    config = getattr(getattr(model.model, "model_config", None), "unet_config", None)
+    return isinstance(config, dict) and bool(config.get("guidance_embed", False))
+
+
+def check_guidance_model(model) -> None:
+    require(has_guidance_input(model),
+            f"The model ({type(model.model).__name__}) has no guidance input, so a guidance list has nothing to "
+            "change: only guidance-distilled models (Flux.1-dev, HunyuanVideo...) read the guidance a FluxGuidance "
+            "node writes.",
+            "Leave guidance_values empty and sweep CFG (cfg_values) for this model.")
+
+
+def with_guidance(conditioning: list, guidance: float) -> list:
+    """The conditioning as FluxGuidance(guidance) returns it (a copy; the input is left as it is)."""
+    return comfy("node_helpers").conditioning_set_values(conditioning, {"guidance": float(guidance)})
+
+
+def row_guidance(current, cond_or_uncond: list, values: torch.Tensor):
+    """c["guidance"] with each positive row given its cell's value. Rows come in one block of len(values) per
+    entry of cond_or_uncond (0 marks the positive prompt's entries); the negative's rows keep their own."""
+    if 0 not in cond_or_uncond:
+        return current
+    rows = len(values) * len(cond_or_uncond)
+    require(isinstance(current, torch.Tensor) and current.ndim == 1 and current.shape[0] == rows,
+            f"The model call got guidance {_shape_text(current)} for {rows} rows; the sweep cannot give each "
+            "cell its own guidance with this model.", "Leave guidance_values empty for this model.")
+    out = current.clone()
+    for block, entry in enumerate(cond_or_uncond):
+        if entry == 0:
+            out[block * len(values):(block + 1) * len(values)] = values.to(out)
+    return out
+
+
+def _shape_text(value) -> str:
+    return f"of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value).__name__
+
+
+def guidance_options(model_options: dict, values: torch.Tensor) -> dict:
+    """model_options with a model_function_wrapper that feeds each row its cell's guidance (values, one per cell
+    of the call), then calls the wrapper that was there (one slot: it is chained, not replaced)."""
+    inner = model_options.get("model_function_wrapper")
+
+    def wrapper(apply_model, args):
+        c = dict(args["c"])
+        c["guidance"] = row_guidance(c.get("guidance"), args["cond_or_uncond"], values)
+        args = {**args, "c": c}
+        if inner is not None:
+            return inner(apply_model, args)
+        return apply_model(args["input"], args["timestep"], **c)
+    return {**model_options, "model_function_wrapper": wrapper}
+
+
 def check_model(model) -> None:
     """Refuses anything but a ComfyUI MODEL (a ModelPatcher) before ComfyUI is asked to sample with it."""
     require(all(hasattr(model, part) for part in MODEL_PARTS),
@@ -375,8 +446,14 @@ def per_cell_note(sampler_name: str) -> str:
 
 def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: int, sampler_name: str,
                  scheduler: str, denoise: float, max_batch: int = 0, per_cell: bool = False) -> tuple:
-    """Sample every cell; returns (raw samples [N, C, H, W] on the intermediate device, run info dict)."""
+    """Sample every cell; returns (raw samples [N, C, ...] on the intermediate device, run info dict). Cells with a
+    guidance (not None) get it as a FluxGuidance node on the positive conditioning would give it."""
     check_inputs(model, positive, negative, latent)
+    guidances = [cell.guidance for cell in cells]
+    with_axis = any(g is not None for g in guidances)
+    if with_axis:
+        check_guidance_model(model)
+        positive = with_guidance(positive, guidances[0])
     comfy_sample, samplers, utils = comfy("comfy.sample"), comfy("comfy.samplers"), comfy("comfy.utils")
     latent_image = fitted_latent(model, latent)
     batch_index = latent.get("batch_index")
@@ -393,7 +470,7 @@ def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: in
     alone = not classified or sampler_name in BATCH_COUPLED_SAMPLERS
     capacity = 1 if alone else \
         chunk_capacity(free_memory_for_cells(model), bytes_per_cell(model, latent_image), max_batch)
-    chunks = plan_chunks([cell.row for cell in cells], capacity)
+    chunks = plan_chunks([(cell.seed, cell.guidance) for cell in cells], capacity)
     steps_run = max(0, len(sigmas) - 1)  # denoise 0 gives no sigmas: the latent comes back as it is
     progress = SweepProgress(model, steps_run, len(chunks))
 
@@ -403,7 +480,8 @@ def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: in
         seeds = [cell.seed for cell in members]
         guider = guider_class()(model)
         guider.set_conds(positive, negative)
-        guider.set_cells([cell.cfg for cell in members], [cell.row for cell in members], per_cell)
+        guider.set_cells([cell.cfg for cell in members], [(cell.seed, cell.guidance) for cell in members], per_cell,
+                         [cell.guidance for cell in members] if with_axis else None)
         start = latent_image.repeat(len(members), *[1] * (latent_image.ndim - 1))
         samples = guider.sample(torch.cat([noise[s] for s in seeds]), start,
                                 sampler_for(sampler_name, seeds), sigmas, denoise_mask=noise_mask,

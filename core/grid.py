@@ -223,7 +223,12 @@ def grid_info(info) -> dict:
     require(order == ORDER, f"sweep_info has cell order {excerpt(order)}; a grid needs '{ORDER}'.", _INFO_FIX)
     axes = info.get("axes")
     require(isinstance(axes, dict), "sweep_info has no 'axes' dict.", _INFO_FIX)
-    x, y = _axis(axes, "x", float), _axis(axes, "y", int)
+    x = _axis(axes, "x", float)
+    y = _axis(axes, "y", float if isinstance(axes.get("y"), dict) and axes["y"].get("name") == "guidance" else int)
+    z = axes.get("z")
+    require(z is None, f"sweep_info has a third axis ({excerpt(z.get('title') if isinstance(z, dict) else z)}): a "
+            "grid lays out two.", "Sweep two of CFG, guidance and seeds (one value for the third), or make one "
+            "grid per value of the third.")
     cells = info.get("cells")
     require(isinstance(cells, list), "sweep_info has no 'cells' list.", _INFO_FIX)
     expected = len(x["values"]) * len(y["values"])
@@ -245,7 +250,8 @@ def _axis(axes: dict, key: str, kind: type) -> dict:
     require(isinstance(values, list) and 1 <= len(values) <= MAX_GRID_CELLS,
             f"sweep_info axis '{key}' needs a list of 1 to {MAX_GRID_CELLS:,} values.", _INFO_FIX)
     require(all(_is_number(v, kind) for v in values),
-            f"sweep_info axis '{key}' holds values that are not {'CFG values (0-100)' if kind is float else 'seeds'}.",
+            f"sweep_info axis '{key}' holds values that are not "
+            f"{('guidance' if axis.get('name') == 'guidance' else 'CFG') + ' values (0-100)' if kind is float else 'seeds'}.",
             _INFO_FIX)
     require(isinstance(labels, list) and len(labels) == len(values),
             f"sweep_info axis '{key}' needs one label per value.", _INFO_FIX)

@@ -10,7 +10,8 @@ from typing import Callable
 
 import torch
 
-# evaluate(rows_x, rows_timestep, with_uncond) -> (cond_pred, uncond_pred or None)
+# evaluate(rows_x, rows_timestep, with_uncond, cells) -> (cond_pred, uncond_pred or None); cells: the cell index of
+# each row (a guidance sweep feeds each row its cell's guidance)
 Evaluate = Callable[[torch.Tensor, torch.Tensor, bool], tuple]
 # combine(cond_pred, uncond_pred, needs_uncond) -> denoised; uncond_pred is zero where needs_uncond is False
 Combine = Callable[[torch.Tensor, torch.Tensor, list], torch.Tensor]
@@ -71,7 +72,7 @@ def guided_prediction(x: torch.Tensor, timestep: torch.Tensor, scales: list, gro
             continue
         rows = reps[picked]
         step = timestep[rows] if timestep.ndim > 0 else timestep
-        cond, uncond = evaluate(x[rows], step, with_uncond)
+        cond, uncond = evaluate(x[rows], step, with_uncond, rows)
         if cond_rows is None:
             cond_rows = cond.new_zeros((len(reps),) + tuple(cond.shape[1:]))
             uncond_rows = torch.zeros_like(cond_rows)

@@ -1,10 +1,15 @@
 """Which cells a sweep has, in which order, and how they are split into sampling chunks.
 
-Cell order is seed-major (row-major in the grid): rows are seeds, columns are CFG values,
-    cell index = seed_index * len(cfg_values) + cfg_index.
-With one seed the cells are simply the CFG values in the order they were written.
-Cells that share a seed sit next to each other, so a chunk holds whole seed rows where it can and the
-first model evaluation of a row is computed once.
+Cell order is seed-major, then guidance, then CFG:
+    cell index = (seed_index * len(guidance_values) + guidance_index) * len(cfg_values) + cfg_index
+(without a guidance axis, len(guidance_values) is 1). With one seed and no guidance axis the cells are simply
+the CFG values in the order they were written.
+Cells that share a seed and a guidance sit next to each other, so a chunk holds whole groups where it can and
+the first model evaluation of a group is computed once.
+
+The grid's axes: columns are CFG values, or the guidance values when CFG has one value; rows are seeds, or
+the guidance values when both CFG and guidance vary and there is one seed. A sweep over all three has a third
+axis (z) that a single grid does not lay out.
 """
 import math
 import numbers
@@ -16,6 +21,9 @@ from .sweep_grammar import SEED_RANGE, label_number
 ORDER = "seed-major"
 ORDER_TEXT = ("seed-major: rows are seeds, columns are CFG values; "
               "cell index = seed_index x number_of_cfg_values + cfg_index")
+GUIDANCE_ORDER_TEXT = ("seed-major, then guidance, then CFG; "
+                       "cell index = (seed_index x number_of_guidance_values + guidance_index) x number_of_cfg_values"
+                       " + cfg_index")
 
 
 @dataclass(frozen=True)
@@ -26,6 +34,7 @@ class Cell:
     cfg: float
     seed: int
     label: str
+    guidance: float | None = None
 
 
 def cfg_label(cfg: float) -> str:
@@ -36,13 +45,39 @@ def seed_label(seed: int) -> str:
     return f"seed {seed}"
 
 
-def make_cells(cfg_values: list, seeds: list) -> list:
+def guidance_label(guidance: float) -> str:
+    return f"guidance {label_number(guidance)}"
+
+
+def grid_axes(cfg_count: int, guidance_count: int | None, seed_count: int) -> tuple:
+    """(x, y, z) axis names of a sweep; guidance_count None: no guidance axis. z is None for a two-axis sweep."""
+    if guidance_count is None:
+        return "cfg", "seed", None
+    if cfg_count == 1:
+        return "guidance", "seed", None
+    if guidance_count == 1:
+        return "cfg", "seed", None
+    if seed_count == 1:
+        return "cfg", "guidance", None
+    return "cfg", "seed", "guidance"
+
+
+def make_cells(cfg_values: list, seeds: list, guidance_values: list | None = None) -> list:
+    """Cells in sweep order; guidance_values None: no guidance axis (every cell's guidance is None)."""
+    guidances = [None] if guidance_values is None else [float(g) for g in guidance_values]
+    x, y, _ = grid_axes(len(cfg_values), None if guidance_values is None else len(guidances), len(seeds))
+    show_cfg = guidance_values is None or len(cfg_values) > 1
+    show_guidance = guidance_values is not None and (len(guidances) > 1 or len(cfg_values) == 1)
     show_seed = len(seeds) > 1
     cells = []
-    for row, seed in enumerate(seeds):
-        for col, cfg in enumerate(cfg_values):
-            label = cfg_label(cfg) + (f" · {seed_label(seed)}" if show_seed else "")
-            cells.append(Cell(len(cells), row, col, float(cfg), int(seed), label))
+    for s, seed in enumerate(seeds):
+        for g, guidance in enumerate(guidances):
+            for c, cfg in enumerate(cfg_values):
+                parts = ([cfg_label(cfg)] if show_cfg else []) + ([guidance_label(guidance)] if show_guidance else [])
+                parts += [seed_label(seed)] if show_seed else []
+                place = {"cfg": c, "guidance": g, "seed": s}
+                cells.append(Cell(len(cells), place[y], place[x], float(cfg), int(seed), " · ".join(parts),
+                                  guidance))
     return cells
 
 
@@ -154,21 +189,38 @@ def state_bytes_per_cell(latent_numel: int, element_size: int = 4, buffers: int 
 INFO_VERSION = 1
 
 
+def _axis_entry(name: str, values: list, text: str) -> dict:
+    if name == "seed":
+        return {"name": "seed", "title": "seed", "values": [int(s) for s in values],
+                "labels": [seed_label(s) for s in values], "text": text}
+    if name == "guidance":
+        return {"name": "guidance", "title": "guidance", "values": [float(v) for v in values],
+                "labels": [guidance_label(v) for v in values], "text": text}
+    return {"name": "cfg", "title": "CFG scale", "values": [float(v) for v in values],
+            "labels": [cfg_label(v) for v in values], "text": text}
+
+
 def sweep_info(cfg_values: list, seeds: list, cells: list, settings: dict, run: dict,
-               cfg_text: str = "", seeds_text: str = "") -> dict:
-    """The SWEEP_INFO value: axes, cells in order, the fixed settings and how the run went (JSON-safe)."""
+               cfg_text: str = "", seeds_text: str = "", guidance_values: list | None = None,
+               guidance_text: str = "") -> dict:
+    """The SWEEP_INFO value: axes, cells in order, the fixed settings and how the run went (JSON-safe).
+    guidance_values None: no guidance axis (the keys a CFG-only sweep has always had)."""
+    lists = {"cfg": (cfg_values, cfg_text), "seed": (seeds, seeds_text), "guidance": (guidance_values, guidance_text)}
+    x, y, z = grid_axes(len(cfg_values), None if guidance_values is None else len(guidance_values), len(seeds))
+    axes = {key: _axis_entry(name, *lists[name]) for key, name in (("x", x), ("y", y), ("z", z)) if name}
+    settings = dict(settings)
+    if guidance_values is not None:
+        if x != "cfg":
+            settings["cfg"] = float(cfg_values[0])
+        if len(guidance_values) == 1 and "guidance" not in (x, y, z):
+            settings["guidance"] = float(guidance_values[0])
     return {
         "version": INFO_VERSION,
         "order": ORDER,
-        "order_text": ORDER_TEXT,
-        "axes": {
-            "x": {"name": "cfg", "title": "CFG scale", "values": [float(v) for v in cfg_values],
-                  "labels": [cfg_label(v) for v in cfg_values], "text": cfg_text},
-            "y": {"name": "seed", "title": "seed", "values": [int(s) for s in seeds],
-                  "labels": [seed_label(s) for s in seeds], "text": seeds_text},
-        },
+        "order_text": ORDER_TEXT if guidance_values is None else GUIDANCE_ORDER_TEXT,
+        "axes": axes,
         "cells": [asdict(cell) for cell in cells],
-        "settings": dict(settings),
+        "settings": settings,
         "run": dict(run),
     }
 
@@ -180,6 +232,10 @@ def check_info(info) -> dict:
     return info
 
 
+def _plain_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and abs(value) <= 10 ** 9
+
+
 def settings_line(info: dict) -> str:
     settings = info.get("settings", {})
     parts = [str(settings[k]) for k in ("sampler", "scheduler") if k in settings]
@@ -187,7 +243,13 @@ def settings_line(info: dict) -> str:
         parts.append(f"{settings['steps']} steps")
     if "denoise" in settings:
         parts.append(f"denoise {settings['denoise']:g}")
-    seeds = info["axes"]["y"]["values"]
-    if len(seeds) == 1:
-        parts.append(seed_label(seeds[0]))
+    for key, label in (("cfg", cfg_label), ("guidance", guidance_label)):
+        if _plain_number(settings.get(key)):
+            parts.append(label(settings[key]))
+    axes = info["axes"]
+    seed_axes = [axis for axis in axes.values() if isinstance(axis, dict) and axis.get("name", "seed") == "seed"]
+    if seed_axes and len(seed_axes[0]["values"]) == 1:
+        parts.append(seed_label(seed_axes[0]["values"][0]))
+    elif not seed_axes and isinstance(settings.get("seed"), numbers.Integral) and not isinstance(settings["seed"], bool):
+        parts.append(seed_label(settings["seed"]))
     return " · ".join(parts)

@@ -155,10 +155,11 @@ function widgetText(node, widget) {
   return widget?.value ?? "";
 }
 
-export function sweepLines(cfgText, seedsText, seed, maxCells) {
-  const result = sweepPreview(cfgText, seedsText, seed, maxCells);
+export function sweepLines(cfgText, seedsText, seed, maxCells, guidanceText = "") {
+  const result = sweepPreview(cfgText, seedsText, seed, maxCells, guidanceText);
   if (result.error) return [{ text: `✗ ${result.error.problem}`, ok: false }, { text: `  ${result.error.fix}`, ok: false }];
-  const cfg = `→ ${result.cfg.length} CFG: ${shortList(result.cfg)}`;
+  const guidance = result.guidance ? ` × ${result.guidance.length} guidance: ${shortList(result.guidance, 8)}` : "";
+  const cfg = `→ ${result.cfg.length} CFG: ${shortList(result.cfg, result.guidance ? 6 : 12)}${guidance}`;
   const seeds = result.seeds ? `${result.seeds.length} seeds: ${shortList(result.seeds, 6)}` : `1 seed (${seed})`;
   const cells = `= ${result.cells} cell${result.cells === 1 ? "" : "s"}` + (result.tooMany ? ` > max_cells ${maxCells}: refused` : "");
   return [{ text: cfg }, { text: `× ${seeds} ${cells}`, ok: !result.tooMany }];
@@ -181,8 +182,9 @@ function addSweepPreview(node) {
   if (!cfgWidget || byName("latentlab_sweep_preview")) return;
   watchTyping(node, cfgWidget);
   if (byName("seeds")) watchTyping(node, byName("seeds"));
+  if (byName("guidance_values")) watchTyping(node, byName("guidance_values"));
   const lines = () => sweepLines(widgetText(node, cfgWidget), widgetText(node, byName("seeds")), byName("seed")?.value ?? 0,
-    byName("max_cells")?.value ?? Infinity);
+    byName("max_cells")?.value ?? Infinity, widgetText(node, byName("guidance_values")));
   node.latentLabSweepLines = lines;
   insertWidgetAfter(node, textWidget("latentlab_sweep_preview", lines), cfgWidget);
   node.setSize([Math.max(node.size[0], 340), node.computeSize()[1]]);

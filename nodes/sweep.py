@@ -1,11 +1,13 @@
-"""Sweep: every CFG value (and seed) in one batched sampling pass, and a labeled grid of the results."""
-from ..adapters.sweep_sampler import (DOWNSCALE_KEYS, check_inputs, per_cell_batches, sampler_names,
+"""Sweep: every CFG value (and guidance, and seed) in one batched sampling pass, and a labeled grid of the results."""
+import torch
+
+from ..adapters.sweep_sampler import (DOWNSCALE_KEYS, check_guidance_model, check_inputs, per_cell_batches, sampler_names,
                                       scheduler_names, sweep_sample)
 from ..adapters.ui import preview_images
 from ..core import grid as grids
 from ..core.errors import require
-from ..core.sweep_grammar import SEED_RANGE, SweepGrammarError, parse_values
-from ..core.sweep_plan import (ORDER_TEXT, check_cell_count, check_info, check_settings, make_cells,
+from ..core.sweep_grammar import SEED_RANGE, WHITESPACE, SweepGrammarError, parse_values
+from ..core.sweep_plan import (GUIDANCE_ORDER_TEXT, ORDER_TEXT, check_cell_count, check_info, check_settings, make_cells,
                                settings_line, sweep_info)
 from ..core.validate import check_image
 from .common import CATEGORY, node_errors, samples_of, ui_result, with_samples
@@ -29,19 +31,43 @@ def parse_axes(cfg_values: str, seeds: str, seed: int) -> tuple:
     return cfgs, seed_list
 
 
+def parse_guidance(guidance_values) -> list | None:
+    """The guidance values, or None (no guidance axis) for an empty list."""
+    require(isinstance(guidance_values, str), "guidance_values must be text.",
+            "Write it as text, e.g. '' (no guidance axis) or '2-5 [4]'.")
+    return parse_values(guidance_values, "guidance") if guidance_values.strip(WHITESPACE) else None
+
+
+def sweep_latent(latent) -> "torch.Tensor":
+    """The starting latent: any shape a model samples ([B, C, H, W] images, [B, C, T, H, W] video, [B, C, L]...)."""
+    require(isinstance(latent, dict) and isinstance(latent.get("samples"), torch.Tensor),
+            "The latent_image input is not a ComfyUI latent (a dict with a 'samples' tensor).",
+            "Connect a LATENT output (Empty Latent Image, an empty video latent, VAE Encode...).")
+    samples = latent["samples"]
+    if getattr(samples, "is_nested", False):
+        return samples  # check_inputs refuses it with its own message
+    require(samples.ndim >= 3 and samples.numel() > 0,
+            f"The latent_image has shape {tuple(samples.shape)}; a latent is [batch, channels, ...] with at least one "
+            "spatial or time dimension and no empty one.", "Connect a LATENT output.")
+    return samples_of(latent, video=True) if samples.ndim in (4, 5) else samples
+
+
 class CFGSweepSampler:
-    DESCRIPTION = ("Samples every CFG value of a list (and optionally several seeds) in one batched pass. Each "
-                   "cell gets the noise, sigmas and CFG arithmetic of a separate KSampler run with its seed and "
-                   "CFG; cells that share a seed share their first model evaluation, and CFG 1 skips the "
-                   "negative pass. Output order: " + ORDER_TEXT + ".")
+    DESCRIPTION = ("Samples every CFG value of a list (and optionally several seeds, and for guidance-distilled models "
+                   "such as Flux.1-dev several guidance values) in one batched pass. Each cell gets the noise, "
+                   "sigmas, guidance and CFG arithmetic of a separate KSampler run with its seed and CFG (after "
+                   "FluxGuidance with its guidance); cells that share a seed and guidance share their first model "
+                   "evaluation, and CFG 1 skips the negative pass. Output order: " + ORDER_TEXT + "; with "
+                   "guidance values: " + GUIDANCE_ORDER_TEXT + ".")
     CATEGORY = AREA
     FUNCTION = "sweep"
     RETURN_TYPES = ("LATENT", "SWEEP_INFO", "STRING")
     RETURN_NAMES = ("latent", "sweep_info", "labels")
     OUTPUT_TOOLTIPS = (
-        "One latent per cell, seed-major: all CFG values of the first seed, then of the next seed.",
+        "One latent per cell, seed-major: all CFG values of the first seed (of its first guidance value, then the "
+        "next), then of the next seed.",
         "Axes, values, labels, cell order, fixed settings and run figures; connect it to Sweep Grid.",
-        "The cell labels, one per line, in cell order (e.g. 'CFG 7.5' or 'CFG 7.5 · seed 43').",
+        "The cell labels, one per line, in cell order (e.g. 'CFG 7.5', 'CFG 7.5 · seed 43' or 'guidance 3.5').",
     )
 
     @classmethod
@@ -81,28 +107,37 @@ class CFGSweepSampler:
                                 "separate run. auto: per cell on a CPU (where batching gains little), all cells "
                                 "on a GPU."}),
                 "max_cells": ("INT", {"default": 64, "min": 1, "max": 4096, "tooltip":
-                              "Refuse sweeps with more cells than this (CFG values x seeds), so a typo cannot start "
-                              "a huge run. Raise it for big grids."}),
+                              "Refuse sweeps with more cells than this (CFG values x guidance values x seeds), so a "
+                              "typo cannot start a huge run. Raise it for big grids."}),
+            },
+            "optional": {
+                "guidance_values": ("STRING", {"default": "", "tooltip":
+                                    "Guidance-distilled models (Flux.1-dev, HunyuanVideo...): the guidance values to "
+                                    "sweep, same grammar as cfg_values (e.g. '2-5 [4]'). Each cell's positive "
+                                    "conditioning gets its guidance as FluxGuidance would set it; keep CFG at 1 for "
+                                    "these models. Empty: no guidance axis (the conditioning's own guidance)."}),
             },
         }
 
     @classmethod
-    def VALIDATE_INPUTS(cls, cfg_values=None, seeds=None):
+    def VALIDATE_INPUTS(cls, cfg_values=None, seeds=None, guidance_values=None):
         try:
             if isinstance(cfg_values, str):
                 parse_values(cfg_values, "cfg")
             if isinstance(seeds, str) and seeds.strip():
                 parse_values(seeds, "seed")
+            if isinstance(guidance_values, str) and guidance_values.strip(WHITESPACE):
+                parse_values(guidance_values, "guidance")
         except SweepGrammarError as error:
             return f"CFG Sweep Sampler: {error}"
         return True
 
     @node_errors("CFG Sweep Sampler")
     def sweep(self, model, seed, steps, cfg_values, sampler_name, scheduler, positive, negative, latent_image,
-              denoise, seeds, max_batch, model_batch, max_cells):
+              denoise, seeds, max_batch, model_batch, max_cells, guidance_values=""):
         seed, steps, denoise, max_batch, max_cells = check_settings(
             seed=seed, steps=steps, denoise=denoise, max_batch=max_batch, max_cells=max_cells).values()
-        samples = samples_of(latent_image)
+        samples = sweep_latent(latent_image)
         require(model_batch in MODEL_BATCH, f"Unknown model_batch '{model_batch}'.",
                 f"Use one of: {', '.join(MODEL_BATCH)}.")
         check_choice("sampler_name", sampler_name, sampler_names())
@@ -112,16 +147,20 @@ class CFGSweepSampler:
                 "the batch itself (one item per cell).",
                 "Use Empty Latent Image with batch_size 1, or pick one item with Latent From Batch.")
         cfgs, seed_list = parse_axes(cfg_values, seeds, seed)
-        check_cell_count(len(cfgs) * len(seed_list), max_cells)
-        cells = make_cells(cfgs, seed_list)
+        guidances = parse_guidance(guidance_values)
+        check_cell_count(len(cfgs) * len(seed_list) * len(guidances or [None]), max_cells)
+        cells = make_cells(cfgs, seed_list, guidances)
         check_inputs(model, positive, negative, latent_image)
+        if guidances is not None:
+            check_guidance_model(model)
         per_cell = per_cell_batches(model, auto=model_batch == AUTO, exact=model_batch == EXACT,
                                     sampler_name=sampler_name)
         result, run = sweep_sample(model, positive, negative, latent_image, cells, steps, sampler_name,
                                    scheduler, denoise, max_batch, per_cell=per_cell)
         settings = {"sampler": sampler_name, "scheduler": scheduler, "steps": steps, "denoise": denoise,
                     "seed": seed, "model_batch": model_batch}
-        info = sweep_info(cfgs, seed_list, cells, settings, run, cfg_values, seeds)
+        info = sweep_info(cfgs, seed_list, cells, settings, run, cfg_values, seeds, guidances,
+                          guidance_values if guidances is not None else "")
         out = with_samples(latent_image, result)
         out.pop("batch_index", None)  # the cells are new items, not picks from a batch
         for key in DOWNSCALE_KEYS:  # sampled at the model's own size, as KSampler's output
@@ -132,9 +171,9 @@ class CFGSweepSampler:
 
 def summary(info: dict) -> str:
     run = info["run"]
-    x, y = info["axes"]["x"], info["axes"]["y"]
-    lines = [f"{len(info['cells'])} cells: {len(x['values'])} CFG x {len(y['values'])} seed "
-             f"({info['order']}) · chunks {run['chunks']} · model batch: {run['model_batch']}",
+    axes = " x ".join(f"{len(axis['values'])} {axis['title'].split()[0]}" for axis in info["axes"].values())
+    lines = [f"{len(info['cells'])} cells: {axes} ({info['order']}) · chunks {run['chunks']} · "
+             f"model batch: {run['model_batch']}",
              f"model rows evaluated {run['rows_evaluated']} of {run['rows_separate_runs']} for separate runs "
              f"({run['rows_shared']} shared) · step noise: {run['noise']}"]
     if run.get("model_batch_note"):

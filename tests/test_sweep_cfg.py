@@ -35,7 +35,7 @@ class CountingModel:
     def __init__(self):
         self.calls = []
 
-    def evaluate(self, rows, step, with_uncond):
+    def evaluate(self, rows, step, with_uncond, cells=None):
         self.calls.append((len(rows), with_uncond))
         cond = denoise(rows, step, MU_POS)
         return cond, (denoise(rows, step, MU_NEG) if with_uncond else None)
@@ -70,6 +70,30 @@ def test_per_cell_combination_equals_separate_runs_exactly(scales, sigma, seed):
     out = batched(x, t, scales, list(range(len(scales))))
     for i, scale in enumerate(scales):
         assert torch.equal(out[i:i + 1], separate(x[i:i + 1], t[i:i + 1], scale))
+
+
+@FAST
+@given(st.lists(st.sampled_from([1.0, 2.5, 3.5, 6.0]), min_size=1, max_size=6), st.floats(0.05, 20.0))
+def test_each_row_is_evaluated_with_its_cell_and_only_same_guidance_cells_share(guidances, sigma):
+    # one seed: every row starts identical; a cell's guidance scales its positive prediction, as a guidance
+    # embedding changes a guidance-distilled model's output
+    x = (torch.randn((1,) + SHAPE, generator=torch.Generator().manual_seed(5)) * sigma).repeat(len(guidances), 1, 1, 1)
+    t = torch.full((len(guidances),), sigma)
+    scales = [1.0 + i for i in range(len(guidances))]
+    evaluated = []
+
+    def evaluate(rows, step, with_uncond, cells):
+        evaluated.extend(cells.tolist())
+        g = torch.tensor([guidances[i] for i in cells.tolist()]).view(-1, 1, 1, 1)
+        return denoise(rows, step, MU_POS) * g, (denoise(rows, step, MU_NEG) if with_uncond else None)
+
+    out = guided_prediction(x, t, scales, [(0, g) for g in guidances], evaluate,
+                            lambda c, u, needs: cfg_combine(c, u, cfg_scale(scales, x)))
+    assert sorted(guidances[i] for i in evaluated) == sorted(set(guidances))
+    for i, (scale, g) in enumerate(zip(scales, guidances)):
+        cond = denoise(x[i:i + 1], t[i:i + 1], MU_POS) * g
+        uncond = torch.zeros_like(cond) if is_unit_scale(scale) else denoise(x[i:i + 1], t[i:i + 1], MU_NEG)
+        assert torch.allclose(out[i:i + 1], cfg_combine(cond, uncond, scale), rtol=1e-6, atol=1e-6)
 
 
 def test_identical_rows_of_a_group_are_evaluated_once():

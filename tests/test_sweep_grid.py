@@ -224,3 +224,23 @@ def test_sweep_grid_refuses_nan_scale_and_budget_with_its_name(cell_scale, max_m
     info = make_info([3.0, 7.0], [1])
     with pytest.raises(LatentLabInputError, match=f"Sweep Grid: {match}"):
         SweepGrid().grid(distinct_images(2, 16, 16), info, True, cell_scale, 0, max_megapixels)
+
+
+def test_a_guidance_sweep_grid_has_guidance_columns_or_rows_and_a_third_axis_is_refused():
+    settings_ = {"sampler": "euler", "scheduler": "simple", "steps": 4, "denoise": 1.0, "seed": 3}
+    columns = sweep_info([1.0], [3], make_cells([1.0], [3], [2.0, 3.5, 5.0]), settings_, RUN, "", "",
+                         [2.0, 3.5, 5.0])
+    spec = grid_spec(grid_info(columns), 64, 48, True, 0)
+    assert spec.col_labels == ["guidance 2", "guidance 3.5", "guidance 5"] and spec.x_title == "guidance"
+    assert spec.footer == ["euler · simple · 4 steps · denoise 1 · CFG 1 · seed 3"]
+    out = SweepGrid().grid(distinct_images(3, 48, 64), columns, True, 1.0, 0, 32.0)["result"][0]
+    assert out.shape == (1, layout(spec).height, layout(spec).width, 3)
+    rows = sweep_info([1.0, 4.0], [3], make_cells([1.0, 4.0], [3], [2.0, 3.5]), settings_, RUN, "", "", [2.0, 3.5])
+    spec = grid_spec(grid_info(rows), 64, 48, True, 0)
+    assert spec.row_labels == ["guidance 2", "guidance 3.5"] and spec.col_labels == ["CFG 1", "CFG 4"]
+    assert SweepGrid().grid(distinct_images(4, 48, 64), rows, False, 1.0, 0, 32.0)["result"][0].shape[0] == 1
+    three = sweep_info([1.0, 4.0], [3, 4], make_cells([1.0, 4.0], [3, 4], [2.0, 3.5]), settings_, RUN, "", "",
+                       [2.0, 3.5])
+    with pytest.raises(LatentLabInputError, match="third axis \\(guidance\\).*two") as caught:
+        SweepGrid().grid(distinct_images(8, 48, 64), three, False, 1.0, 0, 32.0)
+    assert "one value for the third" in caught.value.fix

@@ -146,3 +146,64 @@ def test_anything_but_a_model_is_refused_before_comfyui_is_touched(model):
         run(model=model, positive=ONE_PROMPT, negative=ONE_PROMPT, model_batch="auto")
     assert str(caught.value).startswith("Latent Lab · CFG Sweep Sampler:")
     assert "Load Checkpoint" in caught.value.fix
+
+
+def guidance_run(guidance_values, **options):
+    latent = options.pop("latent", {"samples": torch.zeros(1, 4, 8, 8)})
+    prompt = [[torch.zeros(1, 4, 8), {}]]
+    return CFGSweepSampler().sweep(options.pop("model", None), 5, 4, options.pop("cfg_values", "1"), "euler",
+                                   "normal", prompt, prompt, latent, 1.0, "", 0, "all cells", options.pop("max_cells", 64),
+                                   guidance_values=guidance_values)
+
+
+@pytest.mark.parametrize("guidance_values, match", [
+    ("2, x", "not a number"),
+    ("3, 150", "guidance 150 .*outside 0..100"),
+    ("3.5, 3.5", "guidance 3.5 appears twice"),
+    ("+3", "only for seed lists"),
+])
+def test_bad_guidance_lists_are_refused_with_the_node_name(guidance_values, match):
+    with pytest.raises(LatentLabInputError, match=match) as caught:
+        guidance_run(guidance_values)
+    assert str(caught.value).startswith("Latent Lab · CFG Sweep Sampler:")
+    message = CFGSweepSampler.VALIDATE_INPUTS(cfg_values="1", guidance_values=guidance_values)
+    assert isinstance(message, str) and "CFG Sweep Sampler" in message
+
+
+def test_guidance_values_are_an_optional_last_input_that_defaults_to_no_axis():
+    types = CFGSweepSampler.INPUT_TYPES()
+    assert list(types["optional"]) == ["guidance_values"] and types["optional"]["guidance_values"][1]["default"] == ""
+    assert CFGSweepSampler.VALIDATE_INPUTS(cfg_values="1", guidance_values="") is True
+    assert CFGSweepSampler.VALIDATE_INPUTS(cfg_values="1", guidance_values="2-5 [4]") is True
+    with pytest.raises(LatentLabInputError, match="16 cells, more than max_cells \\(10\\)"):
+        guidance_run("1-8", cfg_values="1, 2", max_cells=10)
+
+
+class NoGuidanceModel:
+    """Stands in for a ComfyUI ModelPatcher around a model without a guidance embedding (an SD-type UNet)."""
+    load_device = torch.device("cpu")
+    model_options = {}
+
+    def __init__(self):
+        self.model = type("SD15", (), {"model_config": type("Config", (), {"unet_config": {"in_channels": 4}})()})()
+
+    def clone(self):
+        return self
+
+    def get_model_object(self, name):
+        return torch.nn.Identity()
+
+
+def test_a_guidance_list_for_a_model_without_a_guidance_input_is_refused():
+    with pytest.raises(LatentLabInputError, match="model \\(SD15\\) has no guidance input") as caught:
+        guidance_run("2, 3.5", model=NoGuidanceModel())
+    assert "Leave guidance_values empty" in caught.value.fix
+
+
+@pytest.mark.parametrize("shape", [(1, 16, 3, 8, 8), (1, 8, 64), (1, 128, 4, 4)])
+def test_video_audio_and_many_channel_latents_reach_the_model_check(shape):
+    with pytest.raises(LatentLabInputError, match="not a ComfyUI MODEL"):
+        run({"samples": torch.zeros(shape)}, positive=[[torch.zeros(1, 4, 8), {}]],
+            negative=[[torch.zeros(1, 4, 8), {}]])
+    with pytest.raises(LatentLabInputError, match="shape \\(1, 4\\)"):
+        run({"samples": torch.zeros(1, 4)})

@@ -158,3 +158,48 @@ def test_a_huge_integer_is_described_without_printing_it():
 def test_whole_floats_become_ints():
     assert check_settings(steps=20.0, seed=7.0, max_batch=0.0, max_cells=64.0, denoise=1) == \
         {"steps": 20, "seed": 7, "max_batch": 0, "max_cells": 64, "denoise": 1.0}
+
+
+def test_guidance_cells_are_seed_major_then_guidance_then_cfg():
+    cells = make_cells([1.0, 2.0], [7, 8], [2.5, 3.5, 4.5])
+    assert [(c.seed, c.guidance, c.cfg) for c in cells] == [
+        (s, g, c) for s in (7, 8) for g in (2.5, 3.5, 4.5) for c in (1.0, 2.0)]
+    assert [c.index for c in cells] == list(range(12))
+    assert cells[3].label == "CFG 2 · guidance 3.5 · seed 7"
+    assert all(c.guidance is None for c in make_cells([3.0, 7.0], [1]))
+
+
+@pytest.mark.parametrize("cfgs, seeds, guidances, axes, first_label", [
+    ([1.0], [5], [2.0, 3.5, 5.0], ("guidance", "seed"), "guidance 2"),
+    ([1.0], [5, 6], [2.0, 3.5], ("guidance", "seed"), "guidance 2 · seed 5"),
+    ([1.0, 4.0], [5], [2.0, 3.5], ("cfg", "guidance"), "CFG 1 · guidance 2"),
+    ([1.0, 4.0], [5, 6], [3.5], ("cfg", "seed"), "CFG 1 · seed 5"),
+])
+def test_guidance_sweeps_lay_out_two_axes_with_rows_and_columns_in_cell_order(cfgs, seeds, guidances, axes,
+                                                                              first_label):
+    cells = make_cells(cfgs, seeds, guidances)
+    info = json.loads(json.dumps(sweep_info(cfgs, seeds, cells, {"seed": seeds[0]}, {}, "", "", guidances, "g")))
+    x, y = info["axes"]["x"], info["axes"]["y"]
+    assert (x["name"], y["name"]) == axes and "z" not in info["axes"]
+    assert cells[0].label == first_label
+    assert [c["index"] for c in info["cells"]] == [c["row"] * len(x["values"]) + c["col"] for c in info["cells"]]
+    assert len(x["values"]) * len(y["values"]) == len(cells)
+    for cell in info["cells"]:
+        assert x["labels"][cell["col"]] in cell["label"] or len(x["values"]) == 1
+    if "guidance" not in axes:
+        assert info["settings"]["guidance"] == guidances[0] and "guidance 3.5" in settings_line(info)
+    if x["name"] == "guidance":
+        assert x["labels"][1] == f"guidance {guidances[1]:g}" and "CFG 1" in settings_line(info)
+
+
+def test_a_sweep_over_cfg_guidance_and_seeds_has_a_third_axis():
+    cells = make_cells([1.0, 4.0], [5, 6], [2.0, 3.5])
+    info = sweep_info([1.0, 4.0], [5, 6], cells, {}, {}, "", "", [2.0, 3.5])
+    assert [info["axes"][k]["name"] for k in ("x", "y", "z")] == ["cfg", "seed", "guidance"]
+    assert cells[5].label == "CFG 4 · guidance 2 · seed 6"
+
+
+def test_one_seed_guidance_grid_footer_names_the_seed_from_the_settings():
+    cells = make_cells([1.0, 4.0], [9], [2.0, 3.5])
+    info = sweep_info([1.0, 4.0], [9], cells, {"steps": 4, "seed": 9}, {}, "", "", [2.0, 3.5])
+    assert settings_line(info) == "4 steps · seed 9"
