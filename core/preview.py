@@ -11,22 +11,32 @@ RESAMPLE_MODES = ("nearest", "bilinear")
 
 
 def linear_rgb(raw: torch.Tensor, affine: RgbAffine, clamp: bool = True) -> torch.Tensor:
-    """[B, C, H, W] raw latent -> [B, 3, H * block_h, W * block_w] RGB in [0, 1] (block: see RgbAffine)."""
+    """[B, C, H, W] raw latent -> [B, 3, H * block_h, W * block_w] RGB in [0, 1] (block: see RgbAffine), float32."""
+    rgb = _unclamped_rgb(raw, affine)
+    return (rgb.clamp_(0, 1) if clamp else rgb).float()
+
+
+def _unclamped_rgb(raw: torch.Tensor, affine: RgbAffine) -> torch.Tensor:
     require(raw.shape[1] == affine.channels,
             f"The latent has {raw.shape[1]} channels but the factors '{affine.label}' expect {affine.channels}.",
             "Pick factors made for this latent's format, or fit a factor file for its VAE.")
     rgb = _affine_rgb(raw.float(), affine)
     if not all_finite(rgb):  # float32 sums of huge values overflow (or raw holds NaN): the same sums, wider
         rgb = _affine_rgb(raw.to(wide_dtype(raw.device)), affine)
-    return (rgb.clamp(0, 1) if clamp else rgb).float()
+    return rgb
 
 
 def _affine_rgb(raw: torch.Tensor, affine: RgbAffine) -> torch.Tensor:
+    """A fresh [B, 3, H', W'] tensor (the callers write it in place)."""
     weight = affine.weight.to(raw.device, raw.dtype)
     bias = affine.bias.to(raw.device, raw.dtype)
+    batch, _, height, width = raw.shape
     if not affine.blocked:
-        return torch.einsum("bchw,ck->bkhw", raw, weight) + bias.view(1, 3, 1, 1)
-    (block_h, block_w), (batch, _, height, width) = affine.block, raw.shape
+        # one matrix product per frame over contiguous pixel rows: faster than einsum's channels-last layout
+        cells = raw.reshape(batch, raw.shape[1], height * width)
+        rgb = torch.baddbmm(bias.view(1, 3, 1), weight.T.expand(batch, 3, raw.shape[1]), cells)
+        return rgb.view(batch, 3, height, width)
+    block_h, block_w = affine.block
     subpixels = torch.einsum("bchw,sck->bskhw", raw, weight) + bias.view(1, -1, 3, 1, 1)
     subpixels = subpixels.view(batch, block_h, block_w, 3, height, width).permute(0, 3, 4, 1, 5, 2)
     return subpixels.reshape(batch, 3, height * block_h, width * block_w)
@@ -68,9 +78,22 @@ def preview_images(raw: torch.Tensor, affine: RgbAffine, factor: int = 1, mode: 
                    frame_stride: int = 1, frame_limit: int = 0) -> torch.Tensor:
     """Raw latent -> ComfyUI IMAGE [N, H*factor, W*factor, 3] (H, W: of linear_rgb): every batch item, and for a
     video latent every kept frame of every item, item-major (see frames_of)."""
-    frames = frames_of(raw, frame_stride, frame_limit)
-    rgb = upscale(linear_rgb(frames, affine), factor, mode)
-    return rgb.permute(0, 2, 3, 1).contiguous()
+    require(mode in RESAMPLE_MODES, f"Unknown resample mode '{mode}'.", f"Use one of {RESAMPLE_MODES}.")
+    rgb = _unclamped_rgb(frames_of(raw, frame_stride, frame_limit), affine)
+    if factor == 1:  # clamped straight into the IMAGE layout: one pass
+        pixels = rgb.permute(0, 2, 3, 1)
+        return torch.clamp(pixels, 0, 1, out=torch.empty(pixels.shape, dtype=torch.float32, device=rgb.device))
+    rgb = rgb.clamp_(0, 1).float()
+    if mode == "bilinear":
+        return upscale(rgb, factor, mode).permute(0, 2, 3, 1).contiguous()
+    return _repeat_cells(rgb.permute(0, 2, 3, 1), factor)
+
+
+def _repeat_cells(pixels: torch.Tensor, factor: int) -> torch.Tensor:
+    """[B, H, W, 3] -> contiguous [B, H*factor, W*factor, 3], each pixel a factor x factor block, written once."""
+    batch, height, width, _ = pixels.shape
+    blocks = pixels[:, :, None, :, None, :].expand(batch, height, factor, width, factor, 3)
+    return blocks.reshape(batch, height * factor, width * factor, 3)
 
 
 def mean_color(raw: torch.Tensor, affine: RgbAffine) -> torch.Tensor:
