@@ -73,6 +73,12 @@ def picture(name: str, seed: int):
         for i, latent in enumerate(cells):
             row, col = divmod(i, 3)
             canvas.paste(preview_tile(latent, fmt, tile), (4 + col * (tile[0] + 4), 4 + row * (tile[1] + 4)))
+    elif "video" in name:
+        frames = [torch_roll(scaled, 3 * i) for i in range(8)]
+        tile = ((width - 20) // 4, (height - 12) // 2)
+        for i, latent in enumerate(frames):
+            row, col = divmod(i, 4)
+            canvas.paste(preview_tile(latent, fmt, tile), (4 + col * (tile[0] + 4), 4 + row * (tile[1] + 4)))
     elif "bridge" in name:
         other = formats.FORMATS["sd15"]
         canvas.paste(preview_tile(scaled, other, (half, height - 8)), (4, 4))
@@ -87,6 +93,12 @@ def picture(name: str, seed: int):
             row, col = divmod(i, 2)
             canvas.paste(image, (8 + half + col * (tile[0] + 4), 4 + row * (tile[1] + 4)))
     return canvas
+
+
+def torch_roll(scaled, cells: int):
+    """The latent moved sideways by `cells`: frames of a pan."""
+    import torch
+    return torch.roll(scaled, cells, dims=-1)
 
 
 def torch_mask(scaled):
