@@ -300,3 +300,16 @@ def test_blog_preset_on_a_format_without_defaults_says_what_to_set():
         "soft_clamp 0-5% threshold=2 boundary=3\nsoft_clamp 0-5% relative=yes threshold=0.9 boundary=0.99\n"
         "maximize 90-100% channels=all boundary=3"), fmt)
     assert schedules.compile_schedule(schedules.parse_schedule("soft_clamp 0-5%\nmaximize 90-100%"), FORMATS["sdxl"])
+
+
+def test_readme_format_table_is_what_the_pack_supports():
+    import os
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    sys.path.insert(0, os.path.join(root, "tools"))
+    import make_format_table
+    with open(make_format_table.README, encoding="utf-8") as handle:
+        text = handle.read()
+    assert make_format_table.replaced(text, make_format_table.BUILTIN_MARKERS, make_format_table.builtin_table()) \
+        == text, "README's format table is stale: run python3 tools/make_format_table.py"
+    assert "| `sdxl` | 4 | 0.13025 | 0 |" in text

@@ -133,3 +133,14 @@ def test_wan_and_flux_type_latents_from_comfyuis_empty_latent_nodes(comfy_server
         comfy_server.run(ambiguous, timeout=60)
     assert "Latent Stats" in str(failed.value) and "Wan-family" in str(failed.value) \
         and "HunyuanVideo" in str(failed.value)
+
+
+def test_docs_class_table_is_that_of_the_comfyui_under_test(classes):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "tools"))
+    import make_format_table
+    with open(make_format_table.SEE_DOC, encoding="utf-8") as handle:
+        text = handle.read()
+    table = make_format_table.comfy_table(comfy_formats())
+    assert make_format_table.replaced(text, make_format_table.COMFY_MARKERS, table) == text, \
+        "docs/see.md's class table is stale: run tools/make_format_table.py with COMFYUI_PATH"
+    assert "| `Wan21` | 16 | video [B,C,T,H,W] | per channel (mean and std) |" in text
