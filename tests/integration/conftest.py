@@ -234,6 +234,13 @@ def random_sd15_checkpoint(comfy_server) -> str:
 
 
 @pytest.fixture(scope="session")
+def random_sdxl_checkpoint(comfy_server) -> str:
+    """File name (in models/checkpoints) of a random-weight SDXL-family checkpoint (random_models.SDXL_KIND)."""
+    return link_model(comfy_server, "checkpoints", cached_random_model(random_models.SDXL_KIND, 4),
+                      f"latentlab_random_{random_models.SDXL_KIND}.safetensors")
+
+
+@pytest.fixture(scope="session")
 def comfy_inprocess(comfy_path):
     """ComfyUI imported into this test process with --cpu; returns the `comfy` package."""
     if comfy_path not in sys.path:
