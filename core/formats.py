@@ -101,6 +101,8 @@ class LatentFormat:
         return scaled / scale + shift
 
     def factor_set(self, name: str = "comfyui") -> FactorSet:
+        require(bool(self.factor_sets), f"The {self.label} format has no linear RGB factors.",
+                "Previews and color balance need factors: " + FIT_NODE_HINT)
         require(name in self.factor_sets,
                 f"The {self.label} format has no '{name}' factor set.",
                 f"Choose one of: {', '.join(self.factor_sets)}.")

@@ -313,3 +313,14 @@ def test_readme_format_table_is_what_the_pack_supports():
     assert make_format_table.replaced(text, make_format_table.BUILTIN_MARKERS, make_format_table.builtin_table()) \
         == text, "README's format table is stale: run python3 tools/make_format_table.py"
     assert "| `sdxl` | 4 | 0.13025 | 0 |" in text
+
+
+def test_a_recorder_on_a_model_whose_format_has_no_factors_names_the_fit_node():
+    from latent_lab.nodes.correct import LatentTrajectoryRecorder
+    import correct_doubles as comfy
+    bare = ref.ComfyStyleFormat(16, 3)
+    bare.latent_rgb_factors = None
+    model = comfy.ModelPatcher()
+    model.latent_format = bare
+    with pytest.raises(LatentLabInputError, match="Latent Trajectory Recorder: .*no linear RGB factors.*Fit Latent RGB"):
+        LatentTrajectoryRecorder().record(model, 64, "run", "auto")
