@@ -93,6 +93,48 @@ def test_a_model_carrying_a_video_class_gives_its_format(classes):
         LatentStats().stats(lat, "auto", "scaled", 3.0, "comfyui")
 
 
+def small_wan_model():
+    """A ModelPatcher around a random-weight Wan 2.1 text-to-video model built with ComfyUI's own classes, tiny
+    (one block, width 64) so a CPU samples a video latent in a second."""
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    import comfy.supported_models
+    from random_models import random_init_
+    config = comfy.supported_models.WAN21_T2V({
+        "image_model": "wan2.1", "model_type": "t2v", "dim": 64, "ffn_dim": 128, "num_heads": 2, "num_layers": 1,
+        "text_dim": 32, "freq_dim": 32, "in_dim": 16, "out_dim": 16, "patch_size": (1, 2, 2)})
+    config.set_inference_dtype(torch.float32, None)
+    base = config.get_model({})
+    random_init_(base.diffusion_model, 0)
+    return comfy.model_patcher.ModelPatcher(base, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+
+
+def test_video_sampling_is_corrected_and_recorded_through_the_nodes(classes):
+    import comfy.sample
+    from latent_lab.nodes.correct import LatentCorrection, LatentTrajectory, LatentTrajectoryRecorder
+    model = small_wan_model()
+    generator = torch.Generator().manual_seed(0)
+    cond, uncond = [[torch.randn(1, 8, 32, generator=generator), {}]], [[torch.randn(1, 8, 32, generator=generator), {}]]
+    noise = torch.randn(1, 16, 3, 4, 4, generator=generator)
+
+    def sample(patched):
+        return comfy.sample.sample(patched, noise, 3, 4.0, "euler", "simple", cond, uncond, torch.zeros_like(noise),
+                                   disable_pbar=True, seed=1)
+    schedule = "center 0-100% channels=all global=0"
+    corrected = LatentCorrection().patch(model, "custom", 1.0, "run", schedule, "auto")
+    assert corrected["ui"]["text"][0].startswith("Wan21")
+    recorder, record = LatentTrajectoryRecorder().record(corrected["result"][0], 16, "run", "auto")
+    out, plain = sample(recorder), sample(model)
+    wan = classes["Wan21"]()
+    assert wan.process_in(out.double()).mean(dim=(2, 3, 4)).abs().max() < 1e-4   # the last x0 was centered
+    assert wan.process_in(plain.double()).mean(dim=(2, 3, 4)).abs().max() > 1e-3
+    run, matched = record.find_run(out)
+    assert matched and len(run.frames) == 3 and run.frames[0].stats.shape == (1, 16, 4)
+    assert run.frames[-1].preview.shape == (1, 4, 4, 3)
+    strip, plot, report = LatentTrajectory().view(record, {"samples": out}, 3, 64, 0.0)["result"]
+    assert strip.shape[0] == 1 and plot.shape[0] == 1 and json.loads(report)["matched_latent"]
+
+
 # ---------------------------------------------------------------------------------------------- over HTTP
 
 def test_wan_and_flux_type_latents_from_comfyuis_empty_latent_nodes(comfy_server):
