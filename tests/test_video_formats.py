@@ -115,10 +115,16 @@ class NoInverse(ref.ComfyStyleFormat):
         return latent
 
 
-@pytest.mark.parametrize("cls", [Squared, Mixing, NoInverse])
+class FramePacking(ref.ComfyStyleFormat):
+    """Like ComfyUI 0.38's HunyuanImage21Refiner: process_in repeats the first frame and packs frame pairs."""
+    def process_in(self, latent):
+        return torch.cat((latent[:, :, :1], latent), dim=2)
+
+
+@pytest.mark.parametrize("cls", [Squared, Mixing, NoInverse, FramePacking])
 def test_conversions_that_are_not_a_scale_and_shift_per_channel_are_refused(cls):
     with pytest.raises(LatentLabInputError, match="not a scale and shift per channel|does not keep each channel"):
-        format_of_instance(cls(6, 2))
+        format_of_instance(cls(6, 3))
 
 
 def test_measured_units_of_flux_shift_and_scale():
