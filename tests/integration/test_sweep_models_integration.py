@@ -11,7 +11,7 @@ from latent_lab.core.errors import LatentLabInputError
 from latent_lab.nodes.sweep import BATCHED, EXACT, CFGSweepSampler, SweepGrid
 
 from random_dit_models import flux_model, sd3_model, wan_model
-from test_sweep_integration import close, max_diff
+from test_sweep_integration import base_prompt, close, max_diff, save_node, sweep_node
 
 STEPS = 3
 GUIDANCE_SAMPLERS = ["euler", "dpmpp_2m", "heun", "euler_ancestral", "dpmpp_2m_sde", "dpmpp_sde"]
@@ -170,3 +170,24 @@ def test_wan_type_model_refuses_a_guidance_list(wan):
     model, positive, negative = wan
     with pytest.raises(LatentLabInputError, match="WAN21\\) has no guidance input"):
         sweep(model, positive, negative, "euler", "1", 0, video_latent(), "2, 3")
+
+
+# ---- posted prompts: the optional input through a real server -------------------------------------------------
+
+def test_a_bad_guidance_list_is_refused_when_queued(comfy_server, random_sd15_checkpoint):
+    prompt = base_prompt(random_sd15_checkpoint)
+    prompt["sweep"] = sweep_node("euler", "1", 1, 2)
+    prompt["sweep"]["inputs"]["guidance_values"] = "2, 150"
+    prompt["save"] = save_node("sweep")
+    with pytest.raises(comfy_server.PromptError, match="guidance 150 .*outside 0..100"):
+        comfy_server.queue(prompt)
+
+
+def test_a_guidance_list_on_a_model_without_a_guidance_input_fails_with_the_reason(comfy_server,
+                                                                                      random_sd15_checkpoint):
+    prompt = base_prompt(random_sd15_checkpoint)
+    prompt["sweep"] = sweep_node("euler", "1", 1, 2)
+    prompt["sweep"]["inputs"]["guidance_values"] = "2, 3.5"
+    prompt["save"] = save_node("sweep")
+    with pytest.raises(comfy_server.PromptError, match="has no guidance input"):
+        comfy_server.run(prompt, timeout=600)
