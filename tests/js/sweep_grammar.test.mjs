@@ -43,6 +43,19 @@ test("sweepPreview counts cells as CFG values × seeds", () => {
   assert.equal(sweepPreview("3,,4", "", 0).error.kind, "syntax");
 });
 
+test("sweepPreview counts guidance values as a third factor; empty means no guidance axis", () => {
+  const plain = sweepPreview("1", "", 0, 64, "");
+  assert.equal(plain.guidance, null);
+  assert.equal(plain.cells, 1);
+  const guided = sweepPreview("1, 3", "+2", 5, 64, "2-4.5 (+0.5)");
+  assert.deepEqual(guided.guidance, [2, 2.5, 3, 3.5, 4, 4.5]);
+  assert.equal(guided.cells, 24);
+  assert.equal(sweepPreview("1", "", 0, 10, "1-11").tooMany, true);
+  const bad = sweepPreview("1", "", 0, 64, "2, 150").error;
+  assert.equal(bad.kind, "range");
+  assert.match(bad.problem, /^guidance 150 /);
+});
+
 test("shortList and formatNumber print like the Python grammar", () => {
   assert.equal(formatNumber(0.30000000000000004), "0.3");
   assert.equal(formatNumber(7), "7");
