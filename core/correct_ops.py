@@ -193,10 +193,12 @@ def _clamp_pulls(work: torch.Tensor, threshold, boundary, mode, relative, streng
                  shift: float) -> torch.Tensor:
     """How far soft_clamp moves each value of `work` inward (in work's units): 0 where nothing moves."""
     low, high = _reach(work, mode)
-    peak = _peak(low, high, shift) * scale                                   # [B], scaled
-    b = peak * boundary if relative else torch.full_like(peak, boundary)   # [B], scaled
-    t = b * threshold if relative else torch.full_like(peak, threshold)
-    upper_b, upper_t, lower_b, lower_t = _raw_limits(torch.stack([b, t, -b, -t]), scale, shift, work)
+    if relative:
+        b = _peak(low, high, shift) * (scale * boundary)                    # [B], scaled
+        limits = _raw_limits(torch.stack([b, b * threshold, -b, -b * threshold]), scale, shift, work)
+    else:  # one number each, the same for every item
+        limits = [shift + v / scale for v in (boundary, threshold, -boundary, -threshold)]
+    upper_b, upper_t, lower_b, lower_t = limits
     pull_up = _pull(high, upper_b, upper_t).mul_(strength)
     pull_down = _pull(-low, -lower_b, -lower_t).mul_(strength)  # the lower side, mirrored
     # x - pull x excess over the threshold, each side with its own pull. In place after the first step: two
@@ -223,15 +225,16 @@ def _raw_limits(scaled: torch.Tensor, scale: float, shift: float, work: torch.Te
     return raw.float().view(*raw.shape, *([1] * (work.ndim - 1)))
 
 
-def _pull(reach: torch.Tensor, limit: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-    """The share of a value's excess over `start` (the threshold) that the clamp removes.
+def _pull(reach: torch.Tensor, limit, start) -> torch.Tensor:
+    """The share of a value's excess over `start` (the threshold) that the clamp removes; limit and start are
+    numbers, or one per item ([B, 1...]).
 
     1 - the blog's slope (b - t) / (M - t) with M = max(reach, b), written (M - b) / (M - t): exactly 0 wherever
     the reach stays within the boundary b, so those values come out bit for bit. M - t is 0 for an all-zero item
     in relative mode (b = t = 0), or where b and t round to one float32: kept off zero, so nothing moves there
     rather than becoming NaN.
     """
-    top = torch.maximum(reach, limit)
+    top = reach.clamp(min=limit)
     spread = (top - start).clamp_(min=TINY)
     return top.sub_(limit).div_(spread)
 
