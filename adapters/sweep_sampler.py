@@ -444,6 +444,36 @@ def per_cell_note(sampler_name: str) -> str:
             "own noise, as a separate KSampler run (whatever model_batch asked)")
 
 
+SEEDED_COND_METHODS = ("extra_conds", "encode_adm", "concat_cond")
+
+
+def seeded_conds(model, positive, negative) -> str:
+    """Why the model's extra conditioning depends on the sampling seed ('' when it does not). ComfyUI hands one seed
+    to a whole batch, so cells of different seeds cannot share a chunk there. Found by feature: a model class
+    whose extra-conds methods read a "seed" argument (SD_X4Upscaler's noise augmentation, unCLIP, HunyuanImage
+    2.1's refiner), or unCLIP conditioning (noise-augmented with the seed by the SDXL/SD2 unCLIP path)."""
+    for klass in type(model.model).__mro__:
+        for name in SEEDED_COND_METHODS:
+            code = getattr(klass.__dict__.get(name), "__code__", None)
+            if code is not None and "seed" in code.co_consts:
+                return f"{klass.__name__}.{name} reads the seed"
+    if any(isinstance(entry, (list, tuple)) and len(entry) > 1 and isinstance(entry[1], dict)
+           and entry[1].get("unclip_conditioning") for entry in list(positive) + list(negative)):
+        return "unCLIP conditioning is noise-augmented with the seed"
+    return ""
+
+
+def plan_cell_chunks(cells: list, capacity: int, one_seed_per_chunk: bool) -> list:
+    groups = [(cell.seed, cell.guidance) for cell in cells]
+    if not one_seed_per_chunk:
+        return plan_chunks(groups, capacity)
+    chunks = []
+    for seed in dict.fromkeys(cell.seed for cell in cells):
+        members = [i for i, cell in enumerate(cells) if cell.seed == seed]
+        chunks += [[members[j] for j in chunk] for chunk in plan_chunks([groups[i] for i in members], capacity)]
+    return chunks
+
+
 def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: int, sampler_name: str,
                  scheduler: str, denoise: float, max_batch: int = 0, per_cell: bool = False) -> tuple:
     """Sample every cell; returns (raw samples [N, C, ...] on the intermediate device, run info dict). Cells with a
@@ -470,7 +500,8 @@ def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: in
     alone = not classified or sampler_name in BATCH_COUPLED_SAMPLERS
     capacity = 1 if alone else \
         chunk_capacity(free_memory_for_cells(model), bytes_per_cell(model, latent_image), max_batch)
-    chunks = plan_chunks([(cell.seed, cell.guidance) for cell in cells], capacity)
+    seeded = seeded_conds(model, positive, negative)
+    chunks = plan_cell_chunks(cells, capacity, bool(seeded))
     steps_run = max(0, len(sigmas) - 1)  # denoise 0 gives no sigmas: the latent comes back as it is
     progress = SweepProgress(model, steps_run, len(chunks))
 
@@ -490,14 +521,17 @@ def sweep_sample(model, positive, negative, latent: dict, cells: list, steps: in
         outputs.append(samples.to(intermediate_device()))
         for key, value in guider.stats.items():
             stats[key] = stats.get(key, 0) + value
-    return torch.cat(outputs), run_info(chunks, stats, sampler_name, steps_run, per_cell)
+    return torch.cat(outputs), run_info(chunks, stats, sampler_name, steps_run, per_cell, seeded)
 
 
-def run_info(chunks: list, stats: dict, sampler_name: str, steps_run: int, per_cell: bool = False) -> dict:
+def run_info(chunks: list, stats: dict, sampler_name: str, steps_run: int, per_cell: bool = False,
+             seeded: str = "") -> dict:
     evaluated = stats.get("cond_rows", 0) + stats.get("uncond_rows", 0)
     separate = stats.get("cell_evaluations", 0)
     return {
         "chunks": [len(c) for c in chunks],
+        "chunk_note": (f"the model's extra conditioning depends on the seed ({seeded}), so each chunk holds one "
+                       "seed's cells") if seeded else "",
         "model_batch": "per cell" if per_cell else "all cells",
         "model_batch_note": per_cell_note(sampler_name),
         "steps_run": steps_run,

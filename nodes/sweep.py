@@ -178,6 +178,8 @@ def summary(info: dict) -> str:
              f"({run['rows_shared']} shared) · step noise: {run['noise']}"]
     if run.get("model_batch_note"):
         lines.append(f"per cell: {run['model_batch_note']}")
+    if run.get("chunk_note"):
+        lines.append(f"chunks: {run['chunk_note']}")
     return "\n".join(lines)
 
 

@@ -203,3 +203,15 @@ def test_one_seed_guidance_grid_footer_names_the_seed_from_the_settings():
     cells = make_cells([1.0, 4.0], [9], [2.0, 3.5])
     info = sweep_info([1.0, 4.0], [9], cells, {"steps": 4, "seed": 9}, {}, "", "", [2.0, 3.5])
     assert settings_line(info) == "4 steps · seed 9"
+
+
+def test_cells_of_different_seeds_share_a_chunk_unless_the_model_conditions_on_the_seed():
+    from latent_lab.adapters.sweep_sampler import plan_cell_chunks
+    cells = make_cells([1.0, 2.0, 3.0], [5, 6, 7], [2.5])
+    assert plan_cell_chunks(cells, 9, False) == [list(range(9))]
+    assert plan_cell_chunks(cells, 9, True) == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert plan_cell_chunks(cells, 2, True) == [[0, 1], [2], [3, 4], [5], [6, 7], [8]]
+    for capacity in range(1, 10):
+        chunks = plan_cell_chunks(cells, capacity, True)
+        assert [i for chunk in chunks for i in chunk] == list(range(9))
+        assert all(len({cells[i].seed for i in chunk}) == 1 and len(chunk) <= capacity for chunk in chunks)

@@ -191,3 +191,18 @@ def test_a_guidance_list_on_a_model_without_a_guidance_input_fails_with_the_reas
     prompt["save"] = save_node("sweep")
     with pytest.raises(comfy_server.PromptError, match="has no guidance input"):
         comfy_server.run(prompt, timeout=600)
+
+
+def test_models_whose_extra_conds_read_the_seed_are_found_by_feature(comfy_inprocess, flux, sd3, wan):
+    import comfy.model_base as model_base
+    from latent_lab.adapters.sweep_sampler import seeded_conds
+
+    def stand_in(model_class):  # only the class is read
+        return type("Patcher", (), {"model": object.__new__(model_class)})()
+    for model_class, method in ((model_base.SD_X4Upscaler, "extra_conds"), (model_base.SD21UNCLIP, "encode_adm"),
+                                (model_base.HunyuanImage21Refiner, "concat_cond")):
+        assert seeded_conds(stand_in(model_class), [], []) == f"{model_class.__name__}.{method} reads the seed"
+    for model, positive, negative in (flux, sd3, wan):
+        assert seeded_conds(model, positive, negative) == ""
+    unclip = [[torch.zeros(1, 77, 2048), {"unclip_conditioning": [{"strength": 1.0}]}]]
+    assert "unCLIP" in seeded_conds(stand_in(model_base.SDXL), unclip, [])
