@@ -250,14 +250,19 @@ def _axis(axes: dict, key: str, kind: type) -> dict:
     require(isinstance(values, list) and 1 <= len(values) <= MAX_GRID_CELLS,
             f"sweep_info axis '{key}' needs a list of 1 to {MAX_GRID_CELLS:,} values.", _INFO_FIX)
     require(all(_is_number(v, kind) for v in values),
-            f"sweep_info axis '{key}' holds values that are not "
-            f"{('guidance' if axis.get('name') == 'guidance' else 'CFG') + ' values (0-100)' if kind is float else 'seeds'}.",
+            f"sweep_info axis '{key}' holds values that are not {_value_kind(axis, kind)}.",
             _INFO_FIX)
     require(isinstance(labels, list) and len(labels) == len(values),
             f"sweep_info axis '{key}' needs one label per value.", _INFO_FIX)
     for text in labels + [title]:
         _check_text(text, f"axis '{key}' label or title")
     return {**axis, "values": list(values), "labels": list(labels), "title": title}
+
+
+def _value_kind(axis: dict, kind: type) -> str:
+    if kind is int:
+        return "seeds"
+    return f"{'guidance' if axis.get('name') == 'guidance' else 'CFG'} values (0-100)"
 
 
 def _is_number(value, kind: type) -> bool:

@@ -236,6 +236,10 @@ def _plain_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and abs(value) <= 10 ** 9
 
 
+def _whole_number(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def settings_line(info: dict) -> str:
     settings = info.get("settings", {})
     parts = [str(settings[k]) for k in ("sampler", "scheduler") if k in settings]
@@ -250,6 +254,6 @@ def settings_line(info: dict) -> str:
     seed_axes = [axis for axis in axes.values() if isinstance(axis, dict) and axis.get("name", "seed") == "seed"]
     if seed_axes and len(seed_axes[0]["values"]) == 1:
         parts.append(seed_label(seed_axes[0]["values"][0]))
-    elif not seed_axes and isinstance(settings.get("seed"), numbers.Integral) and not isinstance(settings["seed"], bool):
+    elif not seed_axes and _whole_number(settings.get("seed")):
         parts.append(seed_label(settings["seed"]))
     return " · ".join(parts)

@@ -1,14 +1,14 @@
-"""Sweep: every CFG value (and guidance, and seed) in one batched sampling pass, and a labeled grid of the results."""
+"""Sweep: every CFG value (and guidance value, and seed) in one batched sampling pass, and a labeled grid."""
 import torch
 
-from ..adapters.sweep_sampler import (DOWNSCALE_KEYS, check_guidance_model, check_inputs, per_cell_batches, sampler_names,
-                                      scheduler_names, sweep_sample)
+from ..adapters.sweep_sampler import (DOWNSCALE_KEYS, check_guidance_model, check_inputs, per_cell_batches,
+                                      sampler_names, scheduler_names, sweep_sample)
 from ..adapters.ui import preview_images
 from ..core import grid as grids
 from ..core.errors import require
 from ..core.sweep_grammar import SEED_RANGE, WHITESPACE, SweepGrammarError, parse_values
-from ..core.sweep_plan import (GUIDANCE_ORDER_TEXT, ORDER_TEXT, check_cell_count, check_info, check_settings, make_cells,
-                               settings_line, sweep_info)
+from ..core.sweep_plan import (GUIDANCE_ORDER_TEXT, ORDER_TEXT, check_cell_count, check_info, check_settings,
+                               make_cells, settings_line, sweep_info)
 from ..core.validate import check_image
 from .common import CATEGORY, node_errors, samples_of, ui_result, with_samples
 

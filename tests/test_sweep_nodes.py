@@ -152,8 +152,8 @@ def guidance_run(guidance_values, **options):
     latent = options.pop("latent", {"samples": torch.zeros(1, 4, 8, 8)})
     prompt = [[torch.zeros(1, 4, 8), {}]]
     return CFGSweepSampler().sweep(options.pop("model", None), 5, 4, options.pop("cfg_values", "1"), "euler",
-                                   "normal", prompt, prompt, latent, 1.0, "", 0, "all cells", options.pop("max_cells", 64),
-                                   guidance_values=guidance_values)
+                                   "normal", prompt, prompt, latent, 1.0, "", 0, "all cells",
+                                   options.pop("max_cells", 64), guidance_values=guidance_values)
 
 
 @pytest.mark.parametrize("guidance_values, match", [
