@@ -185,8 +185,9 @@ def summary(info: dict) -> str:
 
 class SweepGrid:
     DESCRIPTION = ("Lays decoded sweep cells out as one labeled grid: CFG values as columns ('CFG 7.5'), seeds as "
-                   "rows, axis titles and an optional footer with the fixed settings. Uses Pillow's built-in "
-                   "font; refuses grids above a pixel budget.")
+                   "rows (or guidance values, 'guidance 3.5', as columns or rows), axis titles and an optional "
+                   "footer with the fixed settings; a video sweep shows each cell's middle frame. Uses Pillow's "
+                   "built-in font; refuses grids above a pixel budget.")
     CATEGORY = AREA
     FUNCTION = "grid"
     RETURN_TYPES = ("IMAGE",)
@@ -199,7 +200,8 @@ class SweepGrid:
         return {
             "required": {
                 "images": ("IMAGE", {"tooltip": "The decoded sweep latent (VAE Decode of the sampler's latent), "
-                                                "one image per cell in the sweep's order."}),
+                                                "one image per cell in the sweep's order (a video sweep: the same "
+                                                "number of frames per cell; the middle one is shown)."}),
                 "sweep_info": ("SWEEP_INFO", {"tooltip": "The sweep_info output of CFG Sweep Sampler."}),
                 "footer": ("BOOLEAN", {"default": True, "tooltip": "Add a footer line with sampler, scheduler, "
                                                                    "steps, denoise (and the seed for one row)."}),
@@ -216,10 +218,7 @@ class SweepGrid:
     def grid(self, images, sweep_info, footer, cell_scale, label_size, max_megapixels):
         info = grids.grid_info(check_info(sweep_info))
         images = check_image(images)
-        cells = len(info["cells"])
-        require(images.shape[0] == cells,
-                f"The images input has {images.shape[0]} images but the sweep has {cells} cells.",
-                "Decode the sweep's whole latent (VAE Decode) and connect that IMAGE, without filtering.")
+        images = cell_images(images, len(info["cells"]))
         width, height = grids.scaled_size(images.shape[2], images.shape[1], cell_scale)
         spec = grid_spec(info, width, height, footer, label_size)
         budget = grids.pixel_budget(max_megapixels)
@@ -227,6 +226,16 @@ class SweepGrid:
         grids.check_budget(layout, budget)  # before resizing what would be refused
         picture = grids.render_grid(grids.resize_images(images, width, height), spec, layout)
         return ui_result((picture,), images=preview_images(picture, "latentlab_sweep"))
+
+
+def cell_images(images, cells: int):
+    """One image per cell. A video sweep decodes to the same number of frames per cell, cell after cell (VAE Decode
+    flattens [cells, frames] into one batch): each cell is shown by its middle frame."""
+    frames, left = divmod(images.shape[0], cells)
+    require(left == 0 and frames >= 1,
+            f"The images input has {images.shape[0]} images but the sweep has {cells} cells.",
+            "Decode the sweep's whole latent (VAE Decode) and connect that IMAGE, without filtering.")
+    return images if frames == 1 else images[frames // 2::frames]
 
 
 def grid_spec(info: dict, width: int, height: int, footer: bool, label_size: int) -> grids.GridSpec:

@@ -244,3 +244,13 @@ def test_a_guidance_sweep_grid_has_guidance_columns_or_rows_and_a_third_axis_is_
     with pytest.raises(LatentLabInputError, match="third axis \\(guidance\\).*two") as caught:
         SweepGrid().grid(distinct_images(8, 48, 64), three, False, 1.0, 0, 32.0)
     assert "one value for the third" in caught.value.fix
+
+
+def test_a_decoded_video_sweep_is_laid_out_by_each_cells_middle_frame():
+    info = make_info([3.0, 7.0], [1])
+    frames = distinct_images(2 * 5, 48, 64)  # VAE Decode of [2 cells, 5 frames]: cell after cell
+    video = SweepGrid().grid(frames, info, False, 1.0, 0, 32.0)["result"][0]
+    stills = SweepGrid().grid(frames[[2, 7]], info, False, 1.0, 0, 32.0)["result"][0]
+    assert torch.equal(video, stills)
+    with pytest.raises(LatentLabInputError, match="9 images but the sweep has 2 cells"):
+        SweepGrid().grid(frames[:9], info, False, 1.0, 0, 32.0)
