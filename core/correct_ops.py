@@ -8,9 +8,10 @@ corrects a raw LATENT without making a scaled copy; each is a number, or a seque
 (formats that normalize each channel by its own mean and std).
 
 Each operation is one or two reductions, a few figures per item and channel, then one dense pass in torch on x's
-device: no data-dependent indexing and no trip to the host, which is what a GPU needs during sampling. The
-figures are computed in float64 (precision.wide_dtype), so finite values never overflow on the way; a result that
-would still leave the range of x's dtype is refused with a FloatRangeError, never returned as inf or NaN.
+device, with no data-dependent indexing (what a GPU needs during sampling). The figures are computed in float64
+(precision.wide_dtype), so finite values never overflow on the way; a result that would still leave the range of
+x's dtype is refused with a FloatRangeError, never returned as inf or NaN. That check, and the one for a channel
+sum that overflows float32, read one number back to the host.
 """
 import functools
 import math
