@@ -1,7 +1,8 @@
 """Correction costs: the LATENT nodes on a [4,4,128,128] latent, and the sampling patch against a UNet step.
 
-    python3 benchmarks/bench_correct.py                                   # LATENT nodes + the patch call alone
+    COMFYUI_PATH=/path/to/ComfyUI /path/to/comfy-python benchmarks/bench_correct.py              # LATENT nodes, patch
     COMFYUI_PATH=/path/to/ComfyUI /path/to/comfy-python benchmarks/bench_correct.py --sampling   # + a UNet step
+    python3 benchmarks/bench_correct.py     # without ComfyUI: node calls then also pay for a failed import each
 
 Targets:
 - A LATENT correction at [4,4,128,128] takes at most 1 ms on the CPU: the whole node call (input checks, format
@@ -41,6 +42,14 @@ def realistic_raw(shape, fmt, seed=0):
     return fmt.to_raw(scaled)
 
 
+def warm_allocator():
+    """Free one large buffer first, as a ComfyUI process constantly does: glibc then keeps freed latent-sized
+    buffers for reuse instead of handing them back to the system and faulting fresh pages in on every call (on
+    this machine's VM that alone costs several milliseconds per call)."""
+    big = torch.ones(4 * 1024 * 1024)  # 16 MiB
+    del big
+
+
 def bench_latent_ops(repeats: int, shape: tuple):
     from latent_lab.core import correct_ops as ops
     from latent_lab.core.formats import SDXL
@@ -69,26 +78,32 @@ def bench_latent_ops(repeats: int, shape: tuple):
     times = interleaved(calls, rounds)
     print(f"\n## LATENT corrections on {list(shape)} (target: node call at most {LATENT_TARGET_MS:g} ms)\n")
     print(f"Medians of {rounds} rounds; a round times one call of every case in turn, each after three untimed "
-          f"calls of it. One clone of the latent, for scale: {times['clone'] * 1e3:.3f} ms.\n")
-    print("| operation | core op | node call | node within 1 ms |")
-    print("|---|---|---|---|")
+          f"calls of it. Wall time, and the CPU time of this process (the call's own time with one torch thread). "
+          f"One clone of the latent, for scale: {times['clone'][0] * 1e3:.3f} ms wall, "
+          f"{times['clone'][1] * 1e3:.3f} ms CPU.\n")
+    print("| operation | core op, wall | node call, wall | node call, CPU | node within 1 ms (CPU) |")
+    print("|---|---|---|---|---|")
     for name, _, _ in cases:
-        core_ms, node_ms = times[name] * 1e3, times[name + " node"] * 1e3
-        print(f"| {name} | {core_ms:.3f} ms | {node_ms:.3f} ms | {'yes' if node_ms <= LATENT_TARGET_MS else 'no'} |")
+        (core_wall, _), (node_wall, node_cpu) = times[name], times[name + " node"]
+        print(f"| {name} | {core_wall * 1e3:.3f} ms | {node_wall * 1e3:.3f} ms | {node_cpu * 1e3:.3f} ms | "
+              f"{'yes' if node_cpu * 1e3 <= LATENT_TARGET_MS else 'no'} |")
 
 
 def interleaved(calls: dict, rounds: int, warmup: int = 3) -> dict:
-    """Median seconds per call of each case, timed in rounds over all cases, so that drifting load on a shared
-    machine, and what one case leaves in the caches and the allocator, reach every case alike."""
-    samples = {name: [] for name in calls}
+    """{case: (median wall seconds, median CPU seconds of this process)} per call, timed in rounds over all cases,
+    so that drifting load on a shared machine, and what one case leaves in the caches and the allocator, reach
+    every case alike. With one torch thread the CPU time is the call's own time, whatever else waits for the
+    cores; the wall time also holds the time the call spent waiting for one."""
+    samples = {name: ([], []) for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
             for _ in range(warmup):
                 call()
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             call()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            samples[name][1].append(time.process_time() - cpu)
+            samples[name][0].append(time.perf_counter() - wall)
+    return {name: (statistics.median(walls), statistics.median(cpus)) for name, (walls, cpus) in samples.items()}
 
 
 def patch_args(x0, sigmas, index):
@@ -145,16 +160,20 @@ def small_unet(channels: int):
     return model, sum(p.numel() for p in model.model.diffusion_model.parameters())
 
 
-def bench_unet_step(repeats: int, size: int, steps: int, channels: int, device: str) -> float | None:
-    """Median seconds per step of unpatched Euler sampling with CFG (one model call per step), or None without
-    ComfyUI."""
+def use_comfyui(device: str) -> bool:
+    """Make ComfyUI importable when COMFYUI_PATH is set. The nodes then find its modules as in a running server;
+    without it each node call also pays for a failed import of comfy.latent_formats."""
     comfy_path = os.environ.get("COMFYUI_PATH")
     if not comfy_path:
-        print("\n(UNet step skipped: set COMFYUI_PATH and run with ComfyUI's Python)")
-        return None
+        return False
     sys.path.insert(0, comfy_path)
     import comfy.cli_args
     comfy.cli_args.args.cpu = device == "cpu"
+    return True
+
+
+def bench_unet_step(repeats: int, size: int, steps: int, channels: int) -> float:
+    """Median seconds per step of unpatched Euler sampling with CFG (one model call per step)."""
     import comfy.sample
 
     model, params = small_unet(channels)
@@ -196,14 +215,17 @@ def main():
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    with_comfyui = use_comfyui(args.device)
     load_pack()
-    print(f"# Latent Lab correction benchmark\n\nMachine: {machine()}")
+    warm_allocator()
+    print(f"# Latent Lab correction benchmark\n\nMachine: {machine()}; ComfyUI importable: "
+          f"{'yes' if with_comfyui else 'no'}")
     bench_latent_ops(args.repeats, tuple(args.shape))
     per_call = bench_patch_call(args.repeats, args.size, args.steps, args.device)
-    if args.sampling:
-        per_step = bench_unet_step(args.sampling_repeats, args.size, args.steps, args.unet_channels, args.device)
-        if per_step is not None:
-            print_shares(per_call, per_step)
+    if args.sampling and not with_comfyui:
+        print("\n(UNet step skipped: set COMFYUI_PATH and run with ComfyUI's Python)")
+    elif args.sampling:
+        print_shares(per_call, bench_unet_step(args.sampling_repeats, args.size, args.steps, args.unet_channels))
 
 
 if __name__ == "__main__":
