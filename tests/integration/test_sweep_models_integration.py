@@ -4,14 +4,16 @@ A guidance cell must equal FluxGuidance(g) -> KSampler with its seed and CFG: bi
 "per cell (exact)", within the CFG axis's float-rounding bound (`close`) in "all cells". CFG sweeps on the SD3
 (16-channel MMDiT) and Wan (5-D video latents) types are held to the same two kinds of equality.
 """
+import os
+
 import pytest
 import torch
 
 from latent_lab.core.errors import LatentLabInputError
 from latent_lab.nodes.sweep import BATCHED, EXACT, CFGSweepSampler, SweepGrid
 
-from random_dit_models import flux_model, sd3_model, wan_model
-from test_sweep_integration import base_prompt, close, max_diff, save_node, sweep_node
+from random_dit_models import cached_hunyuan_video, flux_model, sd3_model, wan_model
+from test_sweep_integration import base_prompt, close, ksampler_node, max_diff, save_node, saved_latent, sweep_node
 
 STEPS = 3
 GUIDANCE_SAMPLERS = ["euler", "dpmpp_2m", "heun", "euler_ancestral", "dpmpp_2m_sde", "dpmpp_sde"]
@@ -206,3 +208,47 @@ def test_models_whose_extra_conds_read_the_seed_are_found_by_feature(comfy_inpro
         assert seeded_conds(model, positive, negative) == ""
     unclip = [[torch.zeros(1, 77, 2048), {"unclip_conditioning": [{"strength": 1.0}]}]]
     assert "unCLIP" in seeded_conds(stand_in(model_base.SDXL), unclip, [])
+
+
+@pytest.fixture(scope="module")
+def random_hunyuan_video(comfy_server, comfy_path) -> str:
+    """File name (in models/diffusion_models) of the HunyuanVideo-type guidance-distilled model: use with
+    UNETLoader; its text inputs are SD1.x CLIP-L sized, so the random SD1.5 checkpoint's CLIP conditions it."""
+    name = "latentlab_random_hunyuan_video.safetensors"
+    folder = os.path.join(comfy_server.models_dir, "diffusion_models")
+    os.makedirs(folder, exist_ok=True)
+    if not os.path.exists(os.path.join(folder, name)):
+        os.symlink(cached_hunyuan_video(comfy_path, 0), os.path.join(folder, name))
+    return name
+
+
+def guidance_prompt(checkpoint: str, unet: str, model_batch: str, sampler: str) -> dict:
+    """A guidance sweep (2 and 6, CFG 1, seed 3, 2 steps) on a 5-D video latent, and FluxGuidance(g) -> KSampler
+    for each g, all saved."""
+    prompt = base_prompt(checkpoint)
+    prompt["unet"] = {"class_type": "UNETLoader", "inputs": {"unet_name": unet, "weight_dtype": "default"}}
+    prompt["empty"] = {"class_type": "EmptyHunyuanLatentVideo",
+                       "inputs": {"width": 64, "height": 64, "length": 5, "batch_size": 1}}
+    prompt["sweep"] = sweep_node(sampler, "1", 3, 2, model=("unet", 0), scheduler="simple", model_batch=model_batch)
+    prompt["sweep"]["inputs"]["guidance_values"] = "2, 6"
+    prompt["save_sweep"] = save_node("sweep")
+    for i, guidance in enumerate((2.0, 6.0)):
+        prompt[f"fg{i}"] = {"class_type": "FluxGuidance", "inputs": {"conditioning": ["pos", 0], "guidance": guidance}}
+        prompt[f"k{i}"] = ksampler_node(sampler, 1.0, 3, 2, model=("unet", 0), scheduler="simple")
+        prompt[f"k{i}"]["inputs"]["positive"] = [f"fg{i}", 0]
+        prompt[f"save_k{i}"] = save_node(f"k{i}")
+    return prompt
+
+
+@pytest.mark.parametrize("model_batch, sampler", [(EXACT, "euler"), (EXACT, "euler_ancestral"), (BATCHED, "euler")])
+def test_guidance_sweep_on_a_video_model_equals_flux_guidance_then_ksampler_prompts(
+        comfy_server, random_sd15_checkpoint, random_hunyuan_video, model_batch, sampler):
+    prompt = guidance_prompt(random_sd15_checkpoint, random_hunyuan_video, model_batch, sampler)
+    outputs = comfy_server.run(prompt, timeout=900)
+    swept = saved_latent(comfy_server, outputs, "save_sweep")
+    assert swept.shape == (2, 16, 2, 8, 8) and not torch.equal(swept[0], swept[1])
+    for i in range(2):
+        reference = saved_latent(comfy_server, outputs, f"save_k{i}")
+        same = torch.equal(swept[i:i + 1], reference) if model_batch == EXACT else close(swept[i:i + 1], reference)
+        assert same, f"{model_batch} {sampler} guidance cell {i}: {max_diff(swept[i:i + 1], reference)}"
+    assert "2 cells: 2 guidance x 1 seed" in outputs["sweep"]["text"][0]
