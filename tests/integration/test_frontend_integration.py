@@ -292,6 +292,36 @@ def test_sweep_field_shows_values_and_cell_count(ui_server, comfy_page):
 
 
 @needs_browser
+def test_sweep_field_shows_guidance_values_and_keeps_them_last(ui_server, comfy_page):
+    page, _, errors = comfy_page
+    info = ui_server.object_info()
+    if "guidance_values" not in info["LatentLabCFGSweep"]["input"].get("optional", {}):
+        pytest.skip("This CFG Sweep Sampler has no guidance axis yet.")
+    result = page.evaluate("""() => {
+        const graph = window.app.graph;
+        graph.clear();
+        const node = LiteGraph.createNode('LatentLabCFGSweep');
+        graph.add(node);
+        const names = node.widgets.map((w) => w.name);
+        const empty = node.latentLabSweepLines().map((l) => l.text);
+        node.widgets.find((w) => w.name === 'cfg_values').value = '1';
+        node.widgets.find((w) => w.name === 'guidance_values').value = '2-4.5 (+0.5)';
+        const guided = node.latentLabSweepLines().map((l) => l.text);
+        node.widgets.find((w) => w.name === 'guidance_values').value = '2, 150';
+        const bad = node.latentLabSweepLines().map((l) => l.text);
+        node.widgets.find((w) => w.name === 'guidance_values').value = '2-4.5 (+0.5)';
+        return {names, empty, guided, bad, saved: window.app.graph.serialize().nodes[0].widgets_values};
+    }""")
+    assert "guidance_values" in result["names"]
+    assert "guidance" not in result["empty"][0]
+    assert result["guided"][0] == "→ 1 CFG: 1 × 6 guidance: 2, 2.5, 3, 3.5, 4, 4.5"
+    assert result["guided"][1].endswith("= 6 cells")
+    assert result["bad"][0].startswith("✗ guidance 150")
+    assert result["saved"][-1] == "2-4.5 (+0.5)"
+    assert [e for e in errors if ours(e)] == []
+
+
+@needs_browser
 def test_explorer_lists_the_saved_latent_and_opens_it(ui_server, comfy_page):
     page, _, errors = comfy_page
     saved_latent = save_latent(ui_server)
