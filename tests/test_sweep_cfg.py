@@ -367,3 +367,28 @@ def test_out_of_memory_is_not_blamed_on_the_scale():
     options = guarded_options({"sampler_pre_cfg_function": [runs_out]})
     with pytest.raises(torch.OutOfMemoryError):
         options["sampler_pre_cfg_function"][0]({"input": torch.zeros(1)})
+
+
+@FAST
+@given(st.lists(st.sampled_from([0, 1]), min_size=1, max_size=4), st.integers(1, 5), st.integers(0, 100))
+def test_row_guidance_gives_positive_blocks_their_cells_values_and_leaves_the_rest(entries, cells, seed):
+    from latent_lab.adapters.sweep_sampler import row_guidance
+    g = torch.Generator().manual_seed(seed)
+    current = torch.rand(len(entries) * cells, generator=g) * 10
+    before = current.clone()
+    values = torch.rand(cells, generator=g) * 10
+    out = row_guidance(current, entries, values)
+    assert torch.equal(current, before)  # the call's own tensor is not modified
+    for block, entry in enumerate(entries):
+        rows = slice(block * cells, (block + 1) * cells)
+        assert torch.equal(out[rows], values if entry == 0 else before[rows])
+
+
+def test_row_guidance_refuses_a_guidance_that_is_not_one_value_per_row():
+    from latent_lab.adapters.sweep_sampler import row_guidance
+    from latent_lab.core.errors import LatentLabInputError
+    with pytest.raises(LatentLabInputError, match="guidance of shape \\(3,\\) for 4 rows"):
+        row_guidance(torch.zeros(3), [0, 1], torch.ones(2))
+    with pytest.raises(LatentLabInputError, match="guidance NoneType for 2 rows"):
+        row_guidance(None, [0], torch.ones(2))
+    assert row_guidance(None, [1], torch.ones(2)) is None  # negative-only calls keep what they have
