@@ -1,11 +1,11 @@
 """Every example workflow runs to the end in a real ComfyUI, made small: a template that fails for its user fails here.
 
 Each file in example_workflows/ is turned into the prompt the frontend queues (workflow_prompt.py, checked against
-the frontend's own graphToPrompt in the browser test below), made small (128 px, 3 steps, batches of at most 2,
-at most 2 CFG values and 2 seeds, the bridge fit and the probe at their smallest settings, one conv training step)
-and given random-weight models of the architecture each model file name stands for (and the probe a threshold the
-random VAE's cells reach: see FLAGGING_PROBES). Nothing else changes: a node that fails on the template's own
-wiring or values fails the test, with ComfyUI's message.
+the frontend's own graphToPrompt in the browser test below), made small (128 px, 3 steps, batches of at most 2, at
+most 2 CFG or guidance values and 2 seeds, the bridge fit and the probe at their smallest settings, one conv
+training step) and given random-weight models of the architecture each model file name stands for (and the probe
+a threshold the random VAE's cells reach: see FLAGGING_PROBES). Nothing else changes: a node that fails on the
+template's own wiring or values fails the test, with ComfyUI's message.
 """
 import copy
 import glob
@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from latent_lab.core.sweep_grammar import format_values, parse_values
-from workflow_prompt import NOTE_TYPES, to_prompt
+from workflow_builder import Workflow
+from workflow_prompt import to_prompt
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from browser_support import browser_page, skip_reason  # noqa: E402
@@ -113,6 +114,7 @@ def make_small(prompt: dict, object_info: dict, models: dict) -> dict:
             "steps": lambda v: min(v, STEPS),
             "cfg_values": lambda v: fewer(v, "cfg", MAX_CFG_VALUES),
             "seeds": lambda v: fewer(v, "seed", MAX_SEEDS, inputs.get("seed", 0)) if v.strip() else v,
+            "guidance_values": lambda v: fewer(v, "guidance", MAX_CFG_VALUES) if v.strip() else v,
             "calibration_images": lambda v: min(v, FIT_IMAGES),
             "calibration_size": lambda v: options["calibration_size"]["min"],
             "augment_views": lambda v: options["augment_views"]["min"],
@@ -180,18 +182,33 @@ def test_every_architecture_named_has_a_model():
 
 
 def test_make_small_shrinks_and_keeps_the_rest(object_info):
-    path = os.path.join(ROOT, "example_workflows", "CFG sweep grid (SD1.5).json")
-    prompt = to_prompt(load(path), object_info)
-    small = make_small(prompt, object_info, {"v1-5-pruned-emaonly.safetensors": "random.safetensors"})
-    sweep = next(node["inputs"] for node in small.values() if node["class_type"] == "LatentLabCFGSweep")
-    empty = next(node["inputs"] for node in small.values() if node["class_type"] == "EmptyLatentImage")
-    assert parse_values(sweep["cfg_values"], "cfg") == [2.0, 12.0] and sweep["steps"] == STEPS
-    assert len(parse_values(sweep["seeds"], "seed", sweep["seed"])) <= MAX_SEEDS
-    assert (empty["width"], empty["height"]) == (SIDE, SIDE)
-    changed = {(node_id, name) for node_id, node in prompt.items() for name, value in node["inputs"].items()
-               if small[node_id]["inputs"][name] != value}
-    assert {name for _, name in changed} <= {"cfg_values", "steps", "width", "height", "ckpt_name", "seeds"}
-    assert shrink_sizes("256, 384, 512", 3) == "64, 96, 128" and shrink_sizes("", 3) == ""
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "named.safetensors"}},
+        "2": {"class_type": "EmptyLatentImage", "inputs": {"width": 832, "height": 480, "batch_size": 4}},
+        "3": {"class_type": "LatentLabCFGSweep", "inputs": {
+            "model": ["1", 0], "seed": 5, "steps": 20, "cfg_values": "2-12 [6]", "seeds": "+4",
+            "guidance_values": "2-4.5 (+0.5)", "sampler_name": "euler", "denoise": 1.0}},
+        "4": {"class_type": "LatentLabFitBridge", "inputs": {
+            "calibration_images": 16, "calibration_size": 256, "augment_views": 4, "conv_steps": 2000, "seed": 3}},
+        "5": {"class_type": "LatentLabVAEAnomalyProbe", "inputs": {
+            "threshold": 6.0, "radius": 3, "verify_decodes": 8, "map_passes": 24, "sweep_sizes": "256, 384, 512"}},
+        "6": {"class_type": "SaveImage", "inputs": {"filename_prefix": "latentlab/x", "images": ["2", 0]}},
+    }
+    small = make_small(prompt, object_info, {"named.safetensors": "random.safetensors"})
+    assert small["1"]["inputs"] == {"ckpt_name": "random.safetensors"}
+    assert small["2"]["inputs"] == {"width": SIDE, "height": 72, "batch_size": MAX_BATCH}
+    sweep = small["3"]["inputs"]
+    assert (parse_values(sweep["cfg_values"], "cfg"), parse_values(sweep["seeds"], "seed", 5),
+            parse_values(sweep["guidance_values"], "guidance")) == ([2.0, 12.0], [5, 8], [2.0, 4.5])
+    assert {k: sweep[k] for k in ("model", "seed", "steps", "sampler_name", "denoise")} == \
+        {"model": ["1", 0], "seed": 5, "steps": STEPS, "sampler_name": "euler", "denoise": 1.0}
+    assert small["4"]["inputs"] == {"calibration_images": FIT_IMAGES, "calibration_size": 64, "augment_views": 1,
+                                    "conv_steps": 1, "seed": 3}
+    assert small["5"]["inputs"] == {"threshold": 2.0, "radius": 3, "verify_decodes": 3, "map_passes": 3,
+                                    "sweep_sizes": "64, 96, 128"}
+    assert small["6"] == prompt["6"] and prompt["2"]["inputs"]["width"] == 832
+    with pytest.raises(AssertionError, match="MODEL_FILES"):
+        make_small(prompt, object_info, {})
 
 
 # The frontend's own conversion, for the comparison below.
@@ -202,42 +219,54 @@ FRONTEND_PROMPT = """async ([workflow, name]) => {
 }"""
 
 
-def frontend_only_variants() -> dict:
-    """Workflows with what only the frontend resolves: a Note, a Reroute, a PrimitiveNode driving a seed (muted: it
-    still applies), comments and choices in a prompt, muted nodes (one feeding another node), bypassed nodes that pass their input on and
-    one that cannot (no input of its output's type)."""
-    inspect = load(os.path.join(ROOT, "example_workflows", "Inspect a latent (SD1.5).json"))
-    nodes = {node["id"]: node for node in inspect["nodes"]}
-    add_note(inspect)
-    insert_reroute(inspect, link_id=9)  # KSampler -> Channel Maps
-    drive_seed(inspect, nodes[5])
-    nodes[2]["widgets_values"][0] = PROMPT_WITH_SYNTAX
-    nodes[8]["mode"] = 2  # Stats muted
-    nodes[9]["mode"] = 4  # VAE Decode bypassed: no IMAGE input to hand its Preview Image
-    chain = load(os.path.join(ROOT, "example_workflows", "Correct a sampled latent, static chain (SDXL).json"))
-    nodes = {node["id"]: node for node in chain["nodes"]}
-    nodes[6]["mode"] = 4  # Soft Clamp bypassed: Center gets the sampler's latent
-    nodes[9]["mode"] = 2  # Maximize muted: the VAE Decode after it loses its samples
-    return {"inspect with frontend-only nodes": inspect, "chain with bypassed and muted nodes": chain}
-
-
 PROMPT_WITH_SYNTAX = "a {red|red} lighthouse /* at dusk */ \\{bold\\} // more"
 
 
+def frontend_only_graph() -> dict:
+    """A graph with what only the frontend resolves: a Note, a Reroute, a PrimitiveNode driving a seed (muted: it
+    still applies), comments and choices in a prompt, a bypassed node that passes its input on and one that cannot
+    (no input of its output's type), a muted node feeding another node."""
+    graph = Workflow()
+    checkpoint = graph.add("CheckpointLoaderSimple", {"ckpt_name": "model.safetensors"})
+    positive = graph.add("CLIPTextEncode", {"text": PROMPT_WITH_SYNTAX})
+    negative = graph.add("CLIPTextEncode", {"text": "blurry"})
+    empty = graph.add("EmptyLatentImage")
+    sampler = graph.add("KSampler", {"seed": 42})
+    clamp, center, maximize = (graph.add(kind) for kind in ("LatentLabSoftClamp", "LatentLabCenter",
+                                                             "LatentLabMaximize"))
+    decode_before, decode_after = graph.add("VAEDecode"), graph.add("VAEDecode")
+    preview_before, preview_after = graph.add("PreviewImage"), graph.add("PreviewImage")
+    for target in (positive, negative):
+        graph.connect(checkpoint, "CLIP", target, "clip")
+    for source, target, name in ((checkpoint, sampler, "model"), (positive, sampler, "positive"),
+                                 (negative, sampler, "negative"), (empty, sampler, "latent_image"),
+                                 (sampler, clamp, "latent"), (clamp, center, "latent"), (center, maximize, "latent"),
+                                 (maximize, decode_after, "samples"), (sampler, decode_before, "samples"),
+                                 (decode_before, preview_before, "images"), (decode_after, preview_after, "images")):
+        graph.connect(source, 0, target, name)
+    for decode in (decode_before, decode_after):
+        graph.connect(checkpoint, "VAE", decode, "vae")
+    workflow = graph.to_json()
+    add_note(workflow)
+    insert_reroute(workflow, link_id=clamp["inputs"][0]["link"])
+    drive_seed(workflow, sampler)
+    clamp["mode"] = decode_before["mode"] = 4
+    maximize["mode"] = 2
+    return workflow
+
+
 def test_frontend_only_nodes_are_resolved(object_info):
-    variants = frontend_only_variants()
-    inspect = to_prompt(variants["inspect with frontend-only nodes"], object_info)
-    assert not {"8", "9", "100", "101", "102"} & set(inspect)
-    assert inspect["5"]["inputs"]["seed"] == 1234 and inspect["7"]["inputs"]["latent"] == ["5", 0]
-    assert "images" not in inspect["10"]["inputs"]
-    assert inspect["2"]["inputs"]["text"] == "a red lighthouse  {bold} "
-    chain = to_prompt(variants["chain with bypassed and muted nodes"], object_info)
-    assert not {"6", "9"} & set(chain)
-    assert chain["7"]["inputs"]["latent"] == ["5", 0] and "samples" not in chain["12"]["inputs"]
+    prompt = to_prompt(frontend_only_graph(), object_info)
+    assert set(prompt) == {"1", "2", "3", "4", "5", "7", "10", "11", "12"}  # no bypassed, muted or frontend-only node
+    assert prompt["5"]["inputs"]["seed"] == 1234, "the primitive's value"
+    assert prompt["7"]["inputs"]["latent"] == ["5", 0], "through the bypassed soft clamp and the reroute"
+    assert "samples" not in prompt["10"]["inputs"], "its input came from the muted maximize"
+    assert "images" not in prompt["11"]["inputs"] and prompt["12"]["inputs"]["images"] == ["10", 0]
+    assert prompt["2"]["inputs"]["text"] == "a red lighthouse  {bold} "
 
 
 def add_note(workflow: dict) -> None:
-    workflow["nodes"].append({"id": 100, "type": sorted(NOTE_TYPES)[-1], "pos": [0, 600], "size": [200, 80],
+    workflow["nodes"].append({"id": 100, "type": "Note", "pos": [0, 600], "size": [200, 80],
                               "flags": {}, "order": 99, "mode": 0, "inputs": [], "outputs": [], "properties": {},
                               "widgets_values": ["a note"]})
 
@@ -276,7 +305,7 @@ def test_prompt_matches_the_frontends(ui_server):
     """to_prompt gives what the frontend queues, for every template and for graphs with frontend-only nodes."""
     info = ui_server.object_info()
     cases = {os.path.basename(path): load(path) for path in WORKFLOWS}
-    cases.update(frontend_only_variants())
+    cases["frontend-only nodes"] = frontend_only_graph()
     with browser_page() as (page, _, _):
         open_comfyui(page, ui_server, nodes_2=False)
         for name, workflow in cases.items():
