@@ -138,6 +138,10 @@ class LatentSpotRepair:
         if report:
             from_report = spot_repair.cells_from_report(report, height, width)
             cells = from_report if cells is None else cells | from_report
+        if not cells.any():  # nothing flagged (an SDXL VAE, an image without a spot): the latent passes unchanged
+            result = {"method": method, "cells": []}
+            text = "No cell is marked for repair: the latent passes through unchanged."
+            return ui_result((latent, json_text(result)), text=text)
         repaired = spot_repair.repair(samples, cells, method)
         result = {"method": method, "cells": [list(c) for c in cells.any(0).nonzero().tolist()]}
         text = f"{method}: {len(result['cells'])} cell(s) repaired"

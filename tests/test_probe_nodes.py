@@ -137,6 +137,16 @@ def test_repair_node_without_vae_only_repairs(vae):
     assert (out["result"][0]["samples"] != latent["samples"]).any(1).sum() == 1
 
 
+def test_repair_node_passes_the_latent_through_when_nothing_is_flagged(vae):
+    """An SDXL VAE or an image without a spot flags nothing: the graph goes on with the latent as it was."""
+    latent = {"samples": torch.randn(2, 4, 12, 12), "batch_index": [3, 4]}
+    before = latent["samples"].clone()
+    out = LatentSpotRepair().run(latent, "harmonic", 3, 8, mask=torch.zeros(1, 96, 96), vae=vae)
+    assert out["result"][0] is latent and torch.equal(latent["samples"], before)
+    assert json.loads(out["result"][1]) == {"method": "harmonic", "cells": []}
+    assert "passes through unchanged" in out["ui"]["text"][0]
+
+
 @pytest.mark.parametrize("image,message", [
     (torch.rand(1, 1, 1, 3), "VAE Anomaly Probe: The image is 1x1 px"),
     (torch.rand(1, 96, 96, 4), "VAE Anomaly Probe: IMAGE has 4 channels"),
