@@ -38,6 +38,19 @@ MODEL_FILES = {
     "vae-ft-mse-840000-ema-pruned.safetensors": "random_sd_vae",
     "sdxl_vae.safetensors": "random_sd_vae_b",  # SDXL's VAE has the SD KL-F8 architecture, retrained
 }
+# Templates whose text encoder ComfyUI builds at a fixed, full size: no random stand-in fits this suite (24 GB, two
+# CPU cores, minutes per template). Their Latent Lab nodes run over HTTP in test_formats_integration.py (video
+# latents through preview, maps, stats) and test_sweep_models_integration.py (the guidance axis on a tiny
+# guidance-distilled model). Each file maps to why it is not queued here.
+NOT_RUN_HERE = {
+    "umt5_xxl_fp8_e4m3fn_scaled.safetensors": "Wan 2.1's UMT5-XXL text encoder (5.7B parameters at full size)",
+    "wan2.1_t2v_1.3B_fp16.safetensors": "Wan 2.1's template also needs UMT5-XXL",
+    "wan_2.1_vae.safetensors": "Wan 2.1's template also needs UMT5-XXL",
+    "t5xxl_fp16.safetensors": "Flux.1's T5-XXL text encoder (4.7B parameters at full size)",
+    "flux1-dev.safetensors": "Flux.1's template also needs T5-XXL",
+    "clip_l.safetensors": "Flux.1's template also needs T5-XXL",
+    "ae.safetensors": "Flux.1's template also needs T5-XXL",
+}
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
 # A real SD VAE puts a "black hole" in every latent, which the probe flags and Spot Repair mends; a random VAE has
 # none. At the lowest threshold the probe flags the random VAE's outlying cells, so the repair runs as for a user.
@@ -162,6 +175,9 @@ def output_nodes(prompt: dict, object_info: dict) -> set:
 @pytest.mark.parametrize("path", WORKFLOWS, ids=os.path.basename)
 def test_example_workflow_runs(comfy_server, object_info, request, path):
     workflow = load(path)
+    too_big = sorted({NOT_RUN_HERE[name] for name in model_files(workflow) if name in NOT_RUN_HERE})
+    if too_big:
+        pytest.skip(f"not queued on this machine: {'; '.join(too_big)}")
     models = {name: request.getfixturevalue(MODEL_FILES[name])
               for name in model_files(workflow) if name in MODEL_FILES}
     prompt = make_small(to_prompt(workflow, object_info), object_info, models)
@@ -178,7 +194,8 @@ def test_example_workflow_runs(comfy_server, object_info, request, path):
 
 def test_every_architecture_named_has_a_model():
     named = set().union(*(model_files(load(path)) for path in WORKFLOWS))
-    assert named <= set(MODEL_FILES), f"model files with no random stand-in: {sorted(named - set(MODEL_FILES))}"
+    known = set(MODEL_FILES) | set(NOT_RUN_HERE)
+    assert named <= known, f"model files with no random stand-in: {sorted(named - known)}"
 
 
 def test_make_small_shrinks_and_keeps_the_rest(object_info):

@@ -233,7 +233,7 @@ def test_node_text_is_shown_above_the_images_without_overlap(ui_server, comfy_pa
     lines = page.evaluate("window.app.graph.nodes.find((n) => n.type === 'LatentLabStats').latentLabLines")
     assert any("luminance" in line for line in lines)
     saved = page.evaluate("window.app.graph.serialize().nodes.find((n) => n.type === 'LatentLabStats').widgets_values")
-    assert saved == ["sdxl", "scaled", 3.0, "comfyui"]
+    assert saved == ["sdxl", "scaled", 3.0, "comfyui", 0]
     _focus_node(page, "LatentLabStats")
     page.screenshot(path=artifact_path(f"{ui_server.frontend}_node_text.png"))
     assert [e for e in errors if ours(e)] == []
