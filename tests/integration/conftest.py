@@ -29,7 +29,7 @@ sys.path.insert(0, HERE)  # `import random_models`: the model builders shared wi
 import random_models  # noqa: E402
 COMFYUI_PATH = os.environ.get("COMFYUI_PATH")
 SKIP_REASON = ("COMFYUI_PATH is not set: integration tests need a ComfyUI checkout and its Python "
-               "environment (see README, 'Integration tests').")
+               "environment (see CONTRIBUTING.md, 'Integration tests').")
 PACK_DIR_NAME = "ComfyUI-LatentLab"
 
 
