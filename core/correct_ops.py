@@ -370,3 +370,16 @@ def parse_color(text: str) -> torch.Tensor | None:
             "Write 'neutral' (a gray of the same brightness) or a hex color such as #808080.")
     digits = match.group(1)
     return torch.tensor([int(digits[i:i + 2], 16) / 255 for i in (0, 2, 4)])
+
+
+def frames_as_items(x: torch.Tensor) -> torch.Tensor:
+    """[B, C, T, H, W] -> [B*T, C, H, W], item-major: each frame becomes an item of its own."""
+    batch, channels, frames, height, width = x.shape
+    return x.transpose(1, 2).reshape(batch * frames, channels, height, width)
+
+
+def items_as_frames(x: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """The inverse of frames_as_items, for a video latent of `shape`."""
+    batch, channels, frames, height, width = shape
+    return x.reshape(batch, frames, channels, height, width).transpose(1, 2).contiguous()
+

@@ -38,6 +38,18 @@ def strength_input(what: str) -> tuple:
                       "tooltip": f"How much of the {what} to apply: 0 leaves the latent as it is, 1 applies it fully."})
 
 
+PER_FRAME = ("BOOLEAN", {"default": False, "tooltip": "Video latents: correct each frame on its own (its own means, "
+                                                   "extremes and factors) instead of each item over all its frames. "
+                                                   "No effect on image latents."})
+
+
+def _each(samples, per_frame: bool, operation):
+    """operation(samples), or on each frame of a video latent on its own when per_frame is set."""
+    if not per_frame or samples.ndim != 5:
+        return operation(samples)
+    return ops.items_as_frames(operation(ops.frames_as_items(samples)), samples.shape)
+
+
 def _latent_and_format(latent, format_choice, model):
     # NaN and inf are caught by each operation's check of its own result, not by a separate scan.
     samples = samples_of(latent, finite=False, video=True)
@@ -64,14 +76,14 @@ class LatentCenter:
                 "channel_strength": strength_input("per-channel mean subtraction"),
                 "global_strength": strength_input("mean over all channels subtraction, applied after the per-channel one"),
             },
-            "optional": {"model": MODEL_HINT},
+            "optional": {"model": MODEL_HINT, "per_frame": PER_FRAME},
         }
 
     @node_errors("Latent Center")
-    def center(self, latent, format, channels, channel_strength, global_strength, model=None):
+    def center(self, latent, format, channels, channel_strength, global_strength, model=None, per_frame=False):
         samples, fmt = _latent_and_format(latent, format, model)
         strengths = parse_channels(channels, samples.shape[1], fmt, "center", channel_strength)
-        out = ops.center(samples, strengths, global_strength, fmt.shift, scale=fmt.scale)
+        out = _each(samples, per_frame, lambda x: ops.center(x, strengths, global_strength, fmt.shift, scale=fmt.scale))
         return (with_samples(latent, out, fmt),)
 
 
@@ -100,13 +112,14 @@ class LatentSoftClamp:
                                     "its pixel. channel: up to the largest value of its channel in the item."}),
                 "strength": strength_input("soft clamp"),
             },
-            "optional": {"model": MODEL_HINT},
+            "optional": {"model": MODEL_HINT, "per_frame": PER_FRAME},
         }
 
     @node_errors("Latent Soft Clamp")
-    def clamp(self, latent, format, threshold, boundary, mode, strength, model=None):
+    def clamp(self, latent, format, threshold, boundary, mode, strength, model=None, per_frame=False):
         samples, fmt = _latent_and_format(latent, format, model)
-        out = ops.soft_clamp(samples, threshold, boundary, mode, strength=strength, scale=fmt.scale, shift=fmt.shift)
+        out = _each(samples, per_frame, lambda x: ops.soft_clamp(x, threshold, boundary, mode, strength=strength,
+                                                                 scale=fmt.scale, shift=fmt.shift))
         return (with_samples(latent, out, fmt),)
 
 
@@ -131,14 +144,14 @@ class LatentMaximize:
                                        "tooltip": "The largest |value| of the chosen channels after scaling." + SCALED}),
                 "strength": strength_input("scaling"),
             },
-            "optional": {"model": MODEL_HINT},
+            "optional": {"model": MODEL_HINT, "per_frame": PER_FRAME},
         }
 
     @node_errors("Latent Maximize")
-    def maximize(self, latent, format, channels, boundary, strength, model=None):
+    def maximize(self, latent, format, channels, boundary, strength, model=None, per_frame=False):
         samples, fmt = _latent_and_format(latent, format, model)
         chosen = chosen_channels(channels, samples.shape[1], fmt, "maximize")
-        out = ops.maximize(samples, boundary, chosen, strength, fmt.scale, fmt.shift)
+        out = _each(samples, per_frame, lambda x: ops.maximize(x, boundary, chosen, strength, fmt.scale, fmt.shift))
         return (with_samples(latent, out, fmt),)
 
 
@@ -173,7 +186,7 @@ class LatentColorBalance:
                 "channels": channels_input("color_balance", "shift"),
                 "strength": strength_input("offsets"),
             },
-            "optional": {"model": MODEL_HINT},
+            "optional": {"model": MODEL_HINT, "per_frame": PER_FRAME},
         }
 
     @classmethod
@@ -181,17 +194,20 @@ class LatentColorBalance:
         return validate_factors_choice(factors)
 
     @node_errors("Latent Color Balance")
-    def balance(self, latent, format, factors, target, channels, strength, model=None):
+    def balance(self, latent, format, factors, target, channels, strength, model=None, per_frame=False):
         samples = samples_of(latent, finite=False, video=True)
         goal = ops.parse_color(target)
         affine = rgb_affine(latent, factors, format, model)
         fmt = self._format(latent, format, model, channels)
         chosen = chosen_channels(channels, samples.shape[1], fmt, "color_balance")
         # Offsets commute with the units: raw values with raw-input factors give the scaled result exactly.
-        result = ops.balance(samples, affine, goal, chosen, strength)
-        text = "\n".join(f"item {i}: mean color {b} -> {a}"
-                          for i, (b, a) in enumerate(zip(_hex_colors(result.before), _hex_colors(result.after))))
-        return ui_result((with_samples(latent, result.latent, fmt),), text=text)
+        frames = samples.shape[2] if per_frame and samples.ndim == 5 else 0
+        result = ops.balance(ops.frames_as_items(samples) if frames else samples, affine, goal, chosen, strength)
+        out = ops.items_as_frames(result.latent, samples.shape) if frames else result.latent
+        names = [f"item {i // frames} frame {i % frames}" if frames else f"item {i}" for i in range(len(result.before))]
+        text = "\n".join(f"{name}: mean color {b} -> {a}" for name, b, a in
+                          zip(names, _hex_colors(result.before), _hex_colors(result.after)))
+        return ui_result((with_samples(latent, out, fmt),), text=text)
 
     @staticmethod
     def _format(latent, format_choice, model, channels):

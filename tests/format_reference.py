@@ -42,10 +42,12 @@ def center(scaled: torch.Tensor) -> torch.Tensor:
     return scaled - scaled.mean(dim=reduce_dims(scaled), keepdim=True)
 
 
-def soft_clamp(scaled: torch.Tensor, threshold: float, boundary: float) -> torch.Tensor:
-    """The blog's pixel-mode soft clamp, each side mapped from [t, max(M, b)] onto [t, b]."""
-    top = scaled.amax(dim=1, keepdim=True).clamp(min=boundary)
-    bottom = (-scaled).amax(dim=1, keepdim=True).clamp(min=boundary)
+def soft_clamp(scaled: torch.Tensor, threshold: float, boundary: float, mode: str = "pixel") -> torch.Tensor:
+    """The blog's soft clamp, each side mapped from [t, max(M, b)] onto [t, b]; M is the largest value across
+    channels at each pixel (pixel mode) or of each channel over the item (channel mode)."""
+    over = (1,) if mode == "pixel" else tuple(range(2, scaled.ndim))
+    top = scaled.amax(dim=over, keepdim=True).clamp(min=boundary)
+    bottom = (-scaled).amax(dim=over, keepdim=True).clamp(min=boundary)
     upper = threshold + (scaled - threshold) * (boundary - threshold) / (top - threshold)
     lower = -threshold + (scaled + threshold) * (boundary - threshold) / (bottom - threshold)
     return torch.where(scaled > threshold, upper, torch.where(scaled < -threshold, lower, scaled))

@@ -243,6 +243,40 @@ def test_video_corrections_per_item_over_the_clip_in_the_formats_units():
     assert torch.allclose(colors, torch.full_like(colors, 128 / 255), atol=1e-4)
 
 
+def test_per_frame_corrects_each_frame_as_a_one_frame_clip():
+    lat = video_latent(frames=3)
+    model = FakeModelPatcher(WAN_LIKE)
+    scaled = WAN_LIKE.process_in(lat["samples"].double())
+    frames = [scaled[:, :, t:t + 1] for t in range(3)]
+
+    def each(reference):
+        return torch.cat([reference(frame) for frame in frames], dim=2)
+
+    centered = LatentCenter().center(lat, "auto", "all", 1.0, 0.0, model, per_frame=True)[0]
+    assert torch.allclose(WAN_LIKE.process_in(centered["samples"].double()), each(ref.center), atol=1e-4)
+    whole = LatentCenter().center(lat, "auto", "all", 1.0, 0.0, model)[0]
+    assert not torch.allclose(whole["samples"], centered["samples"], atol=1e-3)  # the option changes something
+    clamped = LatentSoftClamp().clamp(lat, "auto", 1.0, 2.0, "channel", 1.0, model, per_frame=True)[0]
+    assert torch.allclose(WAN_LIKE.process_in(clamped["samples"].double()),
+                          each(lambda x: ref.soft_clamp(x, 1.0, 2.0, mode="channel")), atol=1e-4)
+    maximized = LatentMaximize().maximize(lat, "auto", "0-3", 3.0, 1.0, model, per_frame=True)[0]
+    assert torch.allclose(WAN_LIKE.process_in(maximized["samples"].double()),
+                          each(lambda x: ref.maximize(x, 3.0, [0, 1, 2, 3])), atol=1e-4)
+    out = LatentColorBalance().balance(lat, "auto", "comfyui", "#808080", "all", 1.0, model, per_frame=True)
+    balanced = out["result"][0]["samples"]
+    for t in range(3):
+        colors = ref.mean_color(balanced[:, :, t:t + 1], WAN_LIKE)
+        assert torch.allclose(colors, torch.full_like(colors, 128 / 255), atol=1e-4)
+    assert "item 1 frame 2" in out["ui"]["text"][0]
+    assert lat["samples"].shape == balanced.shape and torch.equal(lat["samples"], video_latent(frames=3)["samples"])
+
+
+def test_per_frame_leaves_image_latents_as_without_it():
+    latent = {"samples": torch.randn(2, 4, 6, 5, generator=torch.Generator().manual_seed(3))}
+    plain = LatentCenter().center(latent, "sdxl", "all", 1.0, 0.5)[0]["samples"]
+    assert torch.equal(LatentCenter().center(latent, "sdxl", "all", 1.0, 0.5, per_frame=True)[0]["samples"], plain)
+
+
 def test_auto_channels_on_a_format_without_readings_say_what_to_set():
     with pytest.raises(LatentLabInputError, match="no known meanings.*Set channels explicitly"):
         LatentMaximize().maximize(video_latent(), "auto", "auto", 3.0, 1.0, FakeModelPatcher(WAN_LIKE))
