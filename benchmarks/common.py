@@ -10,10 +10,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_pack():
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    import conftest  # noqa: F401  (loads the pack as `latent_lab`)
-    import latent_lab
-    return latent_lab
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    from _pack import load_pack as load
+    return load()
 
 
 def machine() -> str:

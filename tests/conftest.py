@@ -1,22 +1,10 @@
-"""Load the pack the way ComfyUI's loader does: a package from the repository root, relative imports inside."""
-import importlib.util
+"""The pack loaded as `latent_lab` by tools/_pack.py (the way ComfyUI's loader imports it), and test ordering."""
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGE = "latent_lab"
-
-
-def load_pack():
-    if PACKAGE in sys.modules:
-        return sys.modules[PACKAGE]
-    spec = importlib.util.spec_from_file_location(PACKAGE, os.path.join(ROOT, "__init__.py"),
-                                                  submodule_search_locations=[ROOT])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[PACKAGE] = module
-    spec.loader.exec_module(module)
-    return module
-
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+from _pack import load_pack  # noqa: E402
 
 load_pack()
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # shared test doubles: `import doubles`

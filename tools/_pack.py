@@ -1,7 +1,19 @@
-"""Import the repository as the package `latent_lab`, with the loader tests/conftest.py and benchmarks/ use."""
+"""Load the pack the way ComfyUI's loader does: a package `latent_lab` from the repository root, relative imports
+inside. The one loader for tools/, tests/ and benchmarks/."""
+import importlib.util
 import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-from conftest import load_pack  # noqa: E402,F401  (conftest loads the pack as `latent_lab` when imported)
+PACKAGE = "latent_lab"
+
+
+def load_pack():
+    if PACKAGE in sys.modules:
+        return sys.modules[PACKAGE]
+    spec = importlib.util.spec_from_file_location(PACKAGE, os.path.join(ROOT, "__init__.py"),
+                                                  submodule_search_locations=[ROOT])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE] = module
+    spec.loader.exec_module(module)
+    return module
