@@ -3,6 +3,7 @@
 A user-supplied name never leaves its folder. Outside ComfyUI (tests, scripts) the
 folders come from LATENT_LAB_MODELS_DIR; with neither, nothing is listed or written.
 """
+import functools
 import os
 
 from ..core.errors import LatentLabInputError, require
@@ -111,3 +112,15 @@ def output_path(kind: str, name: str) -> str:
             f"The path models/{kind}/{excerpt(name, 80)} would be {len(os.path.abspath(path))} characters long; "
             f"this system allows {MAX_PATH}.", "Choose a shorter file name.")
     return path
+
+
+@functools.lru_cache(maxsize=16)
+def _read(loader, path: str, mtime: float):
+    return loader(path)
+
+
+def load_named(kind: str, name: str, make_hint: str, loader):
+    """loader(path) for a file picked by name in our folder `kind`; read again only when the file changes."""
+    path = resolve(kind, name, make_hint)
+    return _read(loader, path, os.path.getmtime(path))
+

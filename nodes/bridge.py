@@ -1,6 +1,5 @@
 """Bridge: move a latent between formats (SD1.5 <-> SDXL): VAE round trip, a fitted bridge file, or an approximation."""
 import os
-from functools import lru_cache
 
 import torch
 
@@ -26,14 +25,8 @@ def bridge_choices() -> list:
     return [NO_FILE] + folders.list_files("latent_bridges")
 
 
-@lru_cache(maxsize=8)
-def _load(path: str, mtime: float):
-    return load_bridge(path)
-
-
 def load_named(name: str):
-    path = folders.resolve("latent_bridges", name, FIT_HINT)
-    return _load(path, os.path.getmtime(path))
+    return folders.load_named("latent_bridges", name, FIT_HINT, load_bridge)
 
 
 def check_named(name: str) -> None:

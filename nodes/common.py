@@ -73,6 +73,16 @@ def latent_format(latent: dict, choice: str, model=None) -> LatentFormat:
     return resolve_format(choice, samples.shape[1], hint, format_catalog(), samples.ndim)
 
 
+def optional_latent_format(latent: dict, choice: str, model, needed: bool) -> LatentFormat | None:
+    """latent_format; or None where the node can do without a format (`needed` false) and none is found."""
+    try:
+        return latent_format(latent, choice, model)
+    except LatentLabInputError:
+        if needed:
+            raise
+        return None
+
+
 def in_units(samples: torch.Tensor, units: str, fmt: LatentFormat | None) -> torch.Tensor:
     if units == "raw":
         return samples

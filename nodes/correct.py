@@ -7,12 +7,12 @@ from ..adapters.ui import preview_images
 from ..core import correct_ops as ops
 from ..core import correct_schedule as schedules
 from ..core.channels import chosen_channels, parse_channels
-from ..core.errors import LatentLabInputError, require
+from ..core.errors import require
 from ..core.formats import resolve_format
 from ..core.trajectory import Trajectory, filmstrip, plots, recorded_run, summary, summary_text
 from ..core.validate import excerpt
-from .common import (CATEGORY, MODEL_HINT, format_input, json_text, latent_format, node_errors, samples_of, ui_result,
-                     with_samples)
+from .common import (CATEGORY, MODEL_HINT, format_input, json_text, latent_format, node_errors,
+                     optional_latent_format, samples_of, ui_result, with_samples)
 from .factors import factors_input, rgb_affine, validate_factors_choice
 
 AREA = f"{CATEGORY}/Correct"
@@ -211,12 +211,8 @@ class LatentColorBalance:
 
     @staticmethod
     def _format(latent, format_choice, model, channels):
-        try:
-            return latent_format(latent, format_choice, model)
-        except LatentLabInputError:
-            if channels.strip().lower() != "auto":
-                return None
-            raise
+        """Explicit channels and a fitted factor file need no format."""
+        return optional_latent_format(latent, format_choice, model, needed=channels.strip().lower() == "auto")
 
 
 def _model_format(model, format_choice):

@@ -1,6 +1,4 @@
 """Choosing RGB factors: a built-in set of the latent's format, or a fitted file."""
-import os
-from functools import lru_cache
 
 from ..adapters import folders
 from ..core.factor_files import inspect_factors, load_factors
@@ -38,8 +36,7 @@ def validate_factors_choice(factors: str):
     return True
 
 
-@lru_cache(maxsize=8)
-def _load(path: str, mtime: float) -> RgbAffine:
+def _affine(path: str) -> RgbAffine:
     return load_factors(path)[0]
 
 
@@ -52,5 +49,4 @@ def rgb_affine(latent: dict, factors: str, format_choice: str, model=None) -> Rg
                 f"The '{factors}' factors exist for SDXL only; this latent is {fmt.label}.",
                 "Use factors 'comfyui', or a fitted file.")
         return fmt.rgb_affine(factors)
-    path = folders.resolve("latent_rgb", factors, FIT_HINT)
-    return _load(path, os.path.getmtime(path))
+    return folders.load_named("latent_rgb", factors, FIT_HINT, _affine)

@@ -1,21 +1,15 @@
 """See: previews, channel maps and statistics of any LATENT."""
 from ..adapters.ui import preview_images
 from ..core import channel_maps, preview, stats
-from ..core.errors import LatentLabInputError
 from ..core.formats import LatentFormat
-from .common import (CATEGORY, LATENT_INPUT, MODEL_HINT, format_input, in_units, json_text, latent_format,
-                     node_errors, samples_of, ui_result, units_input)
+from .common import (CATEGORY, LATENT_INPUT, MODEL_HINT, format_input, in_units, json_text, node_errors,
+                     optional_latent_format, samples_of, ui_result, units_input)
 from .factors import factors_input, rgb_affine, validate_factors_choice
 
 
 def _optional_format(latent, choice, model, units) -> LatentFormat | None:
     """Raw units and generic channel names need no format, so an ambiguous auto is fine there."""
-    try:
-        return latent_format(latent, choice, model)
-    except LatentLabInputError:
-        if units == "raw" and choice == "auto":
-            return None
-        raise
+    return optional_latent_format(latent, choice, model, needed=not (units == "raw" and choice == "auto"))
 
 
 def _names(fmt, channels: int) -> list:
