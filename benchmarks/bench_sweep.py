@@ -22,7 +22,7 @@ import subprocess
 import sys
 import time
 
-from common import PeakMemory, load_pack, machine  # benchmarks/ is the script's folder
+from common import PeakMemory, load_pack, machine, sweep_parser  # benchmarks/ is the script's folder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -122,15 +122,9 @@ def table(args, results: list) -> str:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--comfyui-path", default=os.environ.get("COMFYUI_PATH"))
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels (latent = size / 8)")
+    parser = sweep_parser(__doc__, MODES, scheduler="normal")
     parser.add_argument("--steps", type=int, nargs="+", default=[8, 20])
     parser.add_argument("--cfg-values", default="2-12 [6]", help="the sweep's CFG list (6 values by default)")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    parser.add_argument("--sampler", default="euler")
-    parser.add_argument("--scheduler", default="normal")
-    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--checkpoint", default=None)

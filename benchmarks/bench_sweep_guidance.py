@@ -16,13 +16,12 @@ machine shared with other work the fastest run is the steadier figure, and the p
 exact sweep at most 0.92x the separate runs on a CPU; on a GPU, at most 0.5x. Weights are random: this
 measures speed, not image quality.
 """
-import argparse
 import os
 import statistics
 import sys
 import time
 
-from common import load_pack, machine  # benchmarks/ is the script's folder
+from common import load_pack, machine, sweep_parser  # benchmarks/ is the script's folder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -123,15 +122,9 @@ def table(args, results: dict) -> str:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--comfyui-path", default=os.environ.get("COMFYUI_PATH"))
-    parser.add_argument("--size", type=int, default=256, help="image side in pixels (latent = size / 8)")
+    parser = sweep_parser(__doc__, MODES, scheduler="simple")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--guidance-values", default="1-6 [6]", help="the sweep's guidance list (6 values)")
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    parser.add_argument("--sampler", default="euler")
-    parser.add_argument("--scheduler", default="simple")
-    parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")

@@ -80,3 +80,17 @@ class PeakMemory:
             self._running = False
             self._thread.join()
             self.peak = max(self.peak, self._rss() - self.start)
+
+
+def sweep_parser(description: str, modes, scheduler: str):
+    """An argument parser with the arguments the sweep benchmarks share."""
+    import argparse
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--comfyui-path", default=os.environ.get("COMFYUI_PATH"))
+    parser.add_argument("--size", type=int, default=256, help="image side in pixels (latent = size / 8)")
+    parser.add_argument("--modes", nargs="+", default=list(modes), choices=modes)
+    parser.add_argument("--sampler", default="euler")
+    parser.add_argument("--scheduler", default=scheduler)
+    parser.add_argument("--seed", type=int, default=1)
+    return parser
+
